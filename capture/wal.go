@@ -1,0 +1,349 @@
+package capture
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"sort"
+
+	"github.com/replfs/litefs/ltx"
+	"github.com/replfs/litefs/store"
+	sltx "github.com/superfly/ltx"
+)
+
+const (
+	walHeaderSize      = 32
+	walFrameHeaderSize = 24
+)
+
+// walState follows the WAL the way SQLite's own wal-index does: which frame
+// holds the newest committed version of each page in the current WAL
+// generation, and which frames belong to the transaction being written.
+type walState struct {
+	active       bool // a WAL header was written: the database is in WAL mode
+	pageSize     uint32
+	salt1, salt2 uint32
+	index        map[uint32]int64 // pgno -> offset of newest committed frame
+	// The open transaction's frames, slot i at txnStart + i*frameSize. SQLite
+	// rewrites frames of the open transaction in place on cache spill, and a
+	// rolled-back transaction's frames are overwritten by the next one, so
+	// frames are tracked by slot, not appended.
+	txnStart   int64
+	slots      []uint32 // pgno of each frame slot
+	commitEnd  int64    // end of a commit frame whose data is still to come
+	commitSize uint32
+	unsynced   []string // LTX files written since the last WAL fsync
+
+	// A frame header being assembled: the kernel splits writes at page-cache
+	// boundaries, which can fall inside a 24-byte frame header.
+	asmOff  int64
+	asmMask uint32
+	asm     [walFrameHeaderSize]byte
+}
+
+// assemble collects the bytes of the frame header at fo that this write
+// (data at off) carries, and returns the header once all 24 bytes arrived.
+func (w *walState) assemble(fo int64, data []byte, off int64) ([]byte, bool) {
+	end := off + int64(len(data))
+	lo, hi := max(fo, off), min(fo+walFrameHeaderSize, end)
+	if lo >= hi {
+		return nil, false
+	}
+	if lo == fo && hi == fo+walFrameHeaderSize {
+		return data[fo-off : fo-off+walFrameHeaderSize], true
+	}
+	if w.asmOff != fo {
+		w.asmOff, w.asmMask = fo, 0
+	}
+	copy(w.asm[lo-fo:hi-fo], data[lo-off:hi-off])
+	for i := lo - fo; i < hi-fo; i++ {
+		w.asmMask |= 1 << i
+	}
+	if w.asmMask != 1<<walFrameHeaderSize-1 {
+		return nil, false
+	}
+	w.asmOff, w.asmMask = 0, 0
+	return w.asm[:], true
+}
+
+func (w *walState) frameSize() int64 { return walFrameHeaderSize + int64(w.pageSize) }
+
+// pending maps each page written by the open transaction, up to and
+// including the commit frame at commitOff, to its newest frame.
+func (w *walState) pending(commitOff int64) map[uint32]int64 {
+	m := make(map[uint32]int64, len(w.slots))
+	fs := w.frameSize()
+	for i, pgno := range w.slots {
+		fo := w.txnStart + int64(i)*fs
+		if fo > commitOff {
+			break
+		}
+		if pgno != 0 {
+			m[pgno] = fo
+		}
+	}
+	return m
+}
+
+// WriteWAL writes data at off in the WAL file f. Frame headers are parsed as
+// they pass; when the last byte of a commit frame arrives, the transaction is
+// written as an LTX file before the write reaches the disk, so a crash can
+// leave a committed LTX file whose WAL commit is missing (recovery rolls it
+// forward) but never the reverse.
+func (d *DB) WriteWAL(f *os.File, data []byte, off int64) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	w := &d.wal
+	end := off + int64(len(data))
+
+	if off == 0 && len(data) >= walHeaderSize {
+		magic := binary.BigEndian.Uint32(data[0:4])
+		ps := binary.BigEndian.Uint32(data[8:12])
+		if (magic == 0x377f0682 || magic == 0x377f0683) && ps >= 512 && ps <= 65536 && ps&(ps-1) == 0 {
+			*w = walState{
+				active: true, pageSize: ps,
+				salt1: binary.BigEndian.Uint32(data[16:20]), salt2: binary.BigEndian.Uint32(data[20:24]),
+				index: map[uint32]int64{}, txnStart: walHeaderSize, unsynced: w.unsynced,
+			}
+			// The database file is not the source of changes any more.
+			d.touched, d.dirty = false, nil
+		}
+	}
+	if w.active && end > walHeaderSize {
+		fs := w.frameSize()
+		for fo := walHeaderSize + (max(off, walHeaderSize)-walHeaderSize)/fs*fs; fo < end; fo += fs {
+			h, ok := w.assemble(fo, data, off)
+			if !ok {
+				continue
+			}
+			// SQLite writes zero salts (and checksums) on frames appended after
+			// an in-place rewrite and fixes them up after the commit frame.
+			salt1, salt2 := binary.BigEndian.Uint32(h[8:12]), binary.BigEndian.Uint32(h[12:16])
+			if (salt1 != w.salt1 || salt2 != w.salt2) && (salt1 != 0 || salt2 != 0) {
+				continue // left over from an earlier generation
+			}
+			if fo < w.txnStart {
+				continue // checksum fix-ups of committed frames
+			}
+			i := int((fo - w.txnStart) / fs)
+			for len(w.slots) <= i {
+				w.slots = append(w.slots, 0)
+			}
+			w.slots[i] = binary.BigEndian.Uint32(h[0:4])
+			if n := binary.BigEndian.Uint32(h[4:8]); n != 0 {
+				w.commitEnd, w.commitSize = fo+fs, n
+			}
+			if w.commitEnd != 0 && w.commitEnd <= end {
+				if err := d.commitWAL(f, data, off); err != nil {
+					return 0, err
+				}
+			}
+		}
+		if w.commitEnd != 0 && w.commitEnd <= end {
+			if err := d.commitWAL(f, data, off); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return f.WriteAt(data, off)
+}
+
+// TruncateWAL follows a truncation of the WAL; truncating to zero (after a
+// checkpoint) leaves WAL mode until the next header is written.
+func (d *DB) TruncateWAL(truncate func() error, size int64) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if size < walHeaderSize {
+		d.wal = walState{unsynced: d.wal.unsynced}
+	} else {
+		for pgno, fo := range d.wal.index {
+			if fo >= size {
+				delete(d.wal.index, pgno)
+			}
+		}
+		if keep := (size - d.wal.txnStart) / d.wal.frameSize(); keep < int64(len(d.wal.slots)) {
+			d.wal.slots = d.wal.slots[:max(keep, 0)]
+		}
+	}
+	return truncate()
+}
+
+// RemoveWAL follows the deletion of the WAL when the last connection closes.
+func (d *DB) RemoveWAL(remove func() error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.wal = walState{unsynced: d.wal.unsynced}
+	return remove()
+}
+
+// SyncWAL is SQLite's fsync of the WAL: the LTX files of the transactions it
+// makes durable are synced with it.
+func (d *DB) SyncWAL(f *os.File) error {
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	paths := d.wal.unsynced
+	d.wal.unsynced = nil
+	d.mu.Unlock()
+	return d.syncLTX(paths)
+}
+
+func (d *DB) syncLTX(paths []string) error {
+	if len(paths) == 0 || d.reg.store.SkipSync() {
+		return nil
+	}
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if os.IsNotExist(err) {
+			continue // already removed by retention or a rename
+		} else if err != nil {
+			return err
+		}
+		err = f.Sync()
+		_ = f.Close()
+		if err != nil {
+			return fmt.Errorf("sync ltx: %w", err)
+		}
+	}
+	if sdb := d.storeDB(); sdb != nil {
+		return sdb.SyncHistory()
+	}
+	return nil
+}
+
+// commitWAL writes the pending frames as one transaction. data/off is the
+// write in progress, which holds at least the end of the commit frame.
+func (d *DB) commitWAL(f *os.File, data []byte, off int64) error {
+	w := &d.wal
+	pending := w.pending(w.commitEnd - w.frameSize())
+	defer func() {
+		for pgno, fo := range pending {
+			w.index[pgno] = fo
+		}
+		w.txnStart, w.slots, w.commitEnd, w.commitSize = w.commitEnd, nil, 0, 0
+	}()
+
+	ps := w.pageSize
+	latest := d.latestReader(f, pending, data, off)
+	sdb := d.storeDB()
+	var prevN uint32
+	full := sdb == nil || sdb.Pos().TXID == 0 || sdb.Commit() == 0 || sdb.PageSize() != ps
+	if !full {
+		prevN = sdb.Commit()
+	}
+	n := w.commitSize
+	lock := ltx.LockPgno(ps)
+	if full {
+		chksum := ltx.EmptyChecksum
+		buf := make([]byte, ps)
+		for pgno := uint32(1); pgno <= n; pgno++ {
+			if pgno == lock {
+				continue
+			}
+			if err := latest(pgno, buf); err != nil {
+				return fmt.Errorf("commit %s: %w", d.name, err)
+			}
+			chksum ^= ltx.PageChecksum(pgno, buf)
+		}
+		return d.appendUnsynced(store.Tx{PageSize: ps, Commit: n, Pgnos: store.AllPages(ps, n), Read: latest, Delta: chksum, Replace: true})
+	}
+
+	// Old versions come from committed frames or the database file; the
+	// pending map is not consulted for them.
+	old := d.latestReader(f, nil, nil, 0)
+	var delta sltx.Checksum
+	buf := make([]byte, ps)
+	var pgnos []uint32
+	for pgno := range pending {
+		if pgno <= n && pgno != lock {
+			pgnos = append(pgnos, pgno)
+		}
+	}
+	for pgno := prevN + 1; pgno <= n; pgno++ {
+		if _, ok := pending[pgno]; !ok && pgno != lock {
+			pgnos = append(pgnos, pgno) // grown without a frame: zeros
+		}
+	}
+	sort.Slice(pgnos, func(i, j int) bool { return pgnos[i] < pgnos[j] })
+	for _, pgno := range pgnos {
+		if pgno <= prevN {
+			if err := old(pgno, buf); err != nil {
+				return fmt.Errorf("commit %s: old page %d: %w", d.name, pgno, err)
+			}
+			delta ^= ltx.PageChecksum(pgno, buf)
+		}
+		if err := latest(pgno, buf); err != nil {
+			return fmt.Errorf("commit %s: page %d: %w", d.name, pgno, err)
+		}
+		delta ^= ltx.PageChecksum(pgno, buf)
+	}
+	for pgno := n + 1; pgno <= prevN; pgno++ {
+		if pgno == lock {
+			continue
+		}
+		if err := old(pgno, buf); err != nil {
+			return fmt.Errorf("commit %s: truncated page %d: %w", d.name, pgno, err)
+		}
+		delta ^= ltx.PageChecksum(pgno, buf)
+	}
+	return d.appendUnsynced(store.Tx{PageSize: ps, Commit: n, Pgnos: pgnos, Read: latest, Delta: delta})
+}
+
+func (d *DB) appendUnsynced(tx store.Tx) error {
+	if err := d.write(tx, "wal"); err != nil {
+		return err
+	}
+	if sdb := d.storeDB(); sdb != nil {
+		d.wal.unsynced = append(d.wal.unsynced, sdb.LTXPath(sdb.Pos().TXID))
+	}
+	return nil
+}
+
+// latestReader reads the newest version of a page: from the write in
+// progress (data at off), the open transaction's frames (pending), the
+// committed frames, or the database file, in that order. With pending nil,
+// only committed versions are read.
+func (d *DB) latestReader(walFile *os.File, pending map[uint32]int64, data []byte, off int64) ltx.ReadPageFunc {
+	w := &d.wal
+	ps := int64(w.pageSize)
+	return func(pgno uint32, buf []byte) error {
+		fo, ok := pending[pgno]
+		if !ok {
+			fo, ok = w.index[pgno]
+		}
+		if ok {
+			return readOverlay(walFile, buf, fo+walFrameHeaderSize, data, off)
+		}
+		dbf, err := d.dbFile()
+		if err != nil {
+			return err
+		}
+		n, err := dbf.ReadAt(buf, int64(pgno-1)*ps)
+		if n < len(buf) {
+			clear(buf[n:]) // beyond the end of the database file: a new page
+		}
+		return nil
+	}
+}
+
+// readOverlay reads len(buf) bytes at start from f, with the bytes of the
+// write in progress (data at off) taking precedence. The kernel splits a
+// frame across writes at page-cache boundaries, so a frame is often half on
+// disk and half in the current write.
+func readOverlay(f *os.File, buf []byte, start int64, data []byte, off int64) error {
+	end := start + int64(len(buf))
+	dataEnd := off + int64(len(data))
+	if data == nil || start < off || end > dataEnd {
+		// Some of the frame is on disk already.
+		n, err := f.ReadAt(buf, start)
+		if err != nil && (data == nil || off > start+int64(n) || dataEnd < end) {
+			return err
+		}
+	}
+	if data != nil && start < dataEnd && end > off {
+		lo, hi := max(start, off), min(end, dataEnd)
+		copy(buf[lo-start:hi-start], data[lo-off:hi-off])
+	}
+	return nil
+}

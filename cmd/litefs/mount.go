@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/replfs/litefs/capture"
+	lfuse "github.com/replfs/litefs/fuse"
+	"github.com/replfs/litefs/store"
+)
+
+// mountFlags are the command-line options of `litefs mount`.
+type mountFlags struct {
+	configPath  string
+	noExpandEnv bool
+	verify      bool
+	cmd         []string
+}
+
+func parseMountFlags(args []string) (mountFlags, error) {
+	var mf mountFlags
+	fs := flag.NewFlagSet("litefs mount", flag.ContinueOnError)
+	fs.StringVar(&mf.configPath, "config", "", "path to the config file (default ./litefs.yml, then /etc/litefs.yml)")
+	fs.BoolVar(&mf.noExpandEnv, "no-expand-env", false, "do not expand $VAR and ${VAR} in the config file")
+	fs.BoolVar(&mf.verify, "verify-checksums", false, "recompute the full database checksum after every commit (slow; for testing)")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: litefs mount [flags] [-- command [args...]]
+
+Mounts fuse.dir and serves this node until SIGINT or SIGTERM, then unmounts.
+With "-- command", runs the command once the mount is ready, forwards
+SIGINT/SIGTERM to it, and exits with its exit code when it finishes.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return mf, err
+	}
+	mf.cmd = fs.Args()
+	return mf, nil
+}
+
+func loadConfig(mf mountFlags) (Config, error) {
+	path := mf.configPath
+	if path == "" {
+		p, err := FindConfigPath()
+		if err != nil {
+			return Config{}, err
+		}
+		path = p
+	}
+	cfg, err := ReadConfigFile(path, !mf.noExpandEnv)
+	if err != nil {
+		return cfg, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+func runMount(ctx context.Context, args []string) error {
+	mf, err := parseMountFlags(args)
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(mf)
+	if err != nil {
+		return err
+	}
+	level := slog.LevelInfo
+	if cfg.FUSE.Debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if cfg.Lease.Type != LeaseTypeStatic || !cfg.Lease.Candidate {
+		return fmt.Errorf("lease.type %q with candidate=%v: only a static primary is supported by this build", cfg.Lease.Type, cfg.Lease.Candidate)
+	}
+
+	node, err := startNode(cfg, mf, log)
+	if err != nil {
+		return err
+	}
+	log.Info("mounted", "dir", cfg.FUSE.Dir, "data", cfg.Data.Dir, "version", Version)
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
+	var runErr error
+	if len(mf.cmd) > 0 {
+		runErr = runChild(mf.cmd, sigs, log)
+	} else {
+		select {
+		case sig := <-sigs:
+			log.Info("signal received, unmounting", "signal", sig.String())
+		case <-ctx.Done():
+		}
+	}
+	if err := node.close(); err != nil {
+		log.Error("shutdown", "err", err)
+		if runErr == nil {
+			runErr = err
+		}
+	}
+	return runErr
+}
+
+// node is the set of running parts of a mounted node, closed in reverse order.
+type node struct {
+	store *store.Store
+	fs    *lfuse.FS
+}
+
+func startNode(cfg Config, mf mountFlags, log *slog.Logger) (*node, error) {
+	clearStaleMount(cfg.FUSE.Dir, log)
+	st, err := store.Open(store.Config{
+		Dir:               cfg.Data.Dir,
+		Retention:         cfg.Data.Retention,
+		RetentionInterval: cfg.Data.RetentionMonitorInterval,
+		SkipSync:          cfg.SkipSync,
+		NodeID:            nodeID(cfg.Lease.Hostname),
+		Logger:            log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	reg := capture.NewRegistry(st, capture.Options{Logger: log, Verify: mf.verify})
+	fsys := lfuse.New(lfuse.Config{
+		MountDir: cfg.FUSE.Dir, AllowOther: cfg.FUSE.AllowOther, Debug: cfg.FUSE.Debug,
+		Store: st, Capture: reg, Status: staticPrimary{}, Logger: log,
+	})
+	if err := fsys.Mount(); err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	return &node{store: st, fs: fsys}, nil
+}
+
+func (n *node) close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return errors.Join(n.fs.Unmount(ctx), n.store.Close())
+}
+
+// clearStaleMount detaches a mount left behind by a node that was killed:
+// its directory fails with ENOTCONN and a new mount on top would fail.
+func clearStaleMount(dir string, log *slog.Logger) {
+	if _, err := os.Stat(dir); errors.Is(err, syscall.ENOTCONN) {
+		log.Warn("detaching stale mount left by a previous run", "dir", dir)
+		_ = syscall.Unmount(dir, syscall.MNT_DETACH)
+	}
+}
+
+// runChild runs the application under the mount, forwarding signals, and
+// returns its exit status.
+func runChild(argv []string, sigs <-chan os.Signal, log *slog.Logger) error {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", argv[0], err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	for {
+		select {
+		case sig := <-sigs:
+			log.Info("forwarding signal to child", "signal", sig.String())
+			_ = cmd.Process.Signal(sig)
+		case err := <-done:
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				return exitError(ee.ExitCode())
+			}
+			return err
+		}
+	}
+}
+
+// staticPrimary is the role of a node that is always the primary.
+type staticPrimary struct{}
+
+func (staticPrimary) PrimaryHostname() string    { return "" }
+func (staticPrimary) Lag() (time.Duration, bool) { return 0, true }
+
+func nodeID(hostname string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(hostname))
+	return h.Sum64()
+}

@@ -1,0 +1,92 @@
+package fuse
+
+import (
+	"context"
+	"io"
+	"os"
+	"sync"
+
+	"bazil.org/fuse"
+	"bazil.org/fuse/fs"
+)
+
+// Handle is an open file: a descriptor on the backing file.
+type Handle struct {
+	node     *Node
+	file     *os.File
+	writable bool
+}
+
+var (
+	_ fs.HandleReader   = (*Handle)(nil)
+	_ fs.HandleWriter   = (*Handle)(nil)
+	_ fs.HandleReleaser = (*Handle)(nil)
+	_ fs.HandleFlusher  = (*Handle)(nil)
+)
+
+var readBufs = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b }}
+
+// Read implements fs.HandleReader. Most reads never get here: the kernel
+// serves them from its page cache.
+func (h *Handle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadResponse) error {
+	bp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bp)
+	buf := *bp
+	if req.Size > len(buf) {
+		buf = make([]byte, req.Size)
+	}
+	n, err := h.file.ReadAt(buf[:req.Size], req.Offset)
+	if err != nil && err != io.EOF {
+		return errno(err)
+	}
+	// bazil copies the data into the reply before this returns.
+	resp.Data = buf[:n]
+	return nil
+}
+
+// Write implements fs.HandleWriter, routing by file kind so the capture layer
+// sees every change to a database, its journal and its WAL.
+func (h *Handle) Write(ctx context.Context, req *fuse.WriteRequest, resp *fuse.WriteResponse) error {
+	rel := h.node.relPath()
+	kind, db := classify(rel)
+	c := h.node.fs.cfg.Capture
+	var n int
+	var err error
+	switch kind {
+	case kindDB:
+		n, err = c.DB(db).WriteDB(h.file, req.Data, req.Offset)
+	case kindJournal:
+		n, err = c.DB(db).WriteJournal(h.file, req.Data, req.Offset)
+	case kindWAL:
+		n, err = c.DB(db).WriteWAL(h.file, req.Data, req.Offset)
+	default:
+		n, err = h.file.WriteAt(req.Data, req.Offset)
+	}
+	resp.Size = n
+	return errno(h.node.fs.fail("write", rel, err))
+}
+
+// Flush implements fs.HandleFlusher; writes are not buffered here.
+func (h *Handle) Flush(ctx context.Context, req *fuse.FlushRequest) error { return nil }
+
+// Release implements fs.HandleReleaser. Closing the last writable handle on a
+// database written without a journal commits it.
+func (h *Handle) Release(ctx context.Context, req *fuse.ReleaseRequest) error {
+	err := h.file.Close()
+	if !h.writable {
+		return errno(err)
+	}
+	n := h.node
+	n.mu.Lock()
+	n.writers--
+	last := n.writers == 0
+	n.mu.Unlock()
+	if rel := n.relPath(); last {
+		if kind, db := classify(rel); kind == kindDB {
+			if cerr := n.fs.fail("commit on close", rel, n.fs.cfg.Capture.DB(db).ReleaseDB()); err == nil {
+				err = cerr
+			}
+		}
+	}
+	return errno(err)
+}

@@ -1,0 +1,114 @@
+package fuse
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"syscall"
+
+	"bazil.org/fuse"
+	"bazil.org/fuse/fs"
+)
+
+// specialNode is a read-only virtual file whose content is computed on every
+// read (direct I/O, no caching): .primary, .lag and <db>-pos.
+type specialNode struct {
+	fs      *FS
+	name    string
+	content func() (string, bool)
+}
+
+var (
+	_ fs.NodeOpener      = (*specialNode)(nil)
+	_ fs.HandleReadAller = (*specialNode)(nil)
+)
+
+func (s *specialNode) inode() uint64 { return fs.GenerateDynamicInode(1, "litefs-special:"+s.name) }
+
+func (s *specialNode) Attr(ctx context.Context, a *fuse.Attr) error {
+	c, ok := s.content()
+	if !ok {
+		return syscall.ENOENT
+	}
+	a.Inode = s.inode()
+	a.Mode = 0o444
+	a.Size = uint64(len(c))
+	a.Nlink = 1
+	return nil
+}
+
+func (s *specialNode) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenResponse) (fs.Handle, error) {
+	if req.Flags&fuse.OpenFlags(syscall.O_ACCMODE) != fuse.OpenReadOnly {
+		return nil, syscall.EACCES
+	}
+	resp.Flags |= fuse.OpenDirectIO
+	return s, nil
+}
+
+func (s *specialNode) ReadAll(ctx context.Context) ([]byte, error) {
+	c, ok := s.content()
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	return []byte(c), nil
+}
+
+// special returns the virtual file called name in directory n, or nil.
+func (f *FS) special(n *Node, name string) *specialNode {
+	for _, sp := range f.specials(n) {
+		if sp.name == name {
+			return sp
+		}
+	}
+	if db, ok := strings.CutSuffix(name, "-pos"); ok {
+		if sdb := f.cfg.Store.DB(joinName(n.relPath(), db)); sdb != nil {
+			return f.posNode(n, name, db)
+		}
+	}
+	return nil
+}
+
+// specials lists the virtual files present in directory n right now.
+func (f *FS) specials(n *Node) []*specialNode {
+	var out []*specialNode
+	if n == f.root {
+		out = append(out, &specialNode{fs: f, name: ".lag", content: f.lagContent})
+		if _, ok := f.primaryContent(); ok {
+			out = append(out, &specialNode{fs: f, name: ".primary", content: f.primaryContent})
+		}
+	}
+	dir := n.relPath()
+	for _, db := range f.cfg.Store.DBs() {
+		name := db.Name()
+		if i := strings.LastIndexByte(name, '/'); (i < 0 && dir == "") || (i >= 0 && name[:i] == dir) {
+			out = append(out, f.posNode(n, name[i+1:]+"-pos", name[i+1:]))
+		}
+	}
+	return out
+}
+
+func (f *FS) posNode(dir *Node, name, db string) *specialNode {
+	full := joinName(dir.relPath(), db)
+	return &specialNode{fs: f, name: name, content: func() (string, bool) {
+		sdb := f.cfg.Store.DB(full)
+		if sdb == nil {
+			return "", false
+		}
+		pos := sdb.Pos()
+		return fmt.Sprintf("%016x/%016x\n", uint64(pos.TXID), uint64(pos.PostApplyChecksum)), true
+	}}
+}
+
+func (f *FS) lagContent() (string, bool) {
+	lag, ok := f.cfg.Status.Lag()
+	ms := int64(2147483647)
+	if ok {
+		ms = lag.Milliseconds()
+	}
+	return fmt.Sprintf("%+010d\n", ms), true
+}
+
+func (f *FS) primaryContent() (string, bool) {
+	h := f.cfg.Status.PrimaryHostname()
+	return h + "\n", h != ""
+}
