@@ -12,7 +12,10 @@
 #     or no "N errors out of M tests" summary, i.e. the script died mid-way)
 #     while the baseline did not;
 #   - the candidate ran more than 2% fewer test cases than the baseline (an
-#     early exit, e.g. a script that gives up a loop on an unexpected error);
+#     early exit, e.g. a script that gives up a loop on an unexpected error).
+#     crash.test is the exception: its crash-4.* loops stop at a random
+#     iteration (Tcl rand() seeds), so its count varies by ~5% between runs
+#     on the same plain directory (867..915 over 14 runs); it gets 15%;
 #   - the script is missing from either side.
 # Exit 2 on usage errors.
 set -euo pipefail
@@ -45,6 +48,10 @@ mapfile -t names < <(
   done | LC_ALL=C sort -u
 )
 [[ ${#names[@]} -gt 0 ]] || { echo "compare: no *.status files found" >&2; exit 2; }
+
+# Allowed shortfall in test-case count, percent of the baseline's count.
+declare -A tolerance=([crash]=15)
+readonly default_tolerance=2
 
 bad=0
 fmt='%-12s %-14s %7s %6s   %-14s %7s %6s   %s\n'
@@ -87,10 +94,11 @@ for n in "${names[@]}"; do
         problems+=("abnormal end: $cst, no summary line")
       fi
     fi
-    # Early exit: >2% fewer test cases than the baseline (integer math:
-    # ccount*100 < bcount*98). Needs both counts; a missing candidate count
-    # is already reported as abnormal above.
-    if [[ -n $bcount && -n $ccount ]] && (( ccount * 100 < bcount * 98 )); then
+    # Early exit: too many fewer test cases than the baseline (integer math:
+    # ccount*100 < bcount*(100-tol)). Needs both counts; a missing candidate
+    # count is already reported as abnormal above.
+    tol=${tolerance[$n]:-$default_tolerance}
+    if [[ -n $bcount && -n $ccount ]] && (( ccount * 100 < bcount * (100 - tol) )); then
       problems+=("ran $ccount of baseline's $bcount tests")
     fi
   fi

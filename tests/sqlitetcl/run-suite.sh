@@ -5,7 +5,8 @@
 # Usage: run-suite.sh TESTDIR OUTDIR [TEST...]
 #   TESTDIR  directory the databases live in; each script gets a fresh empty
 #            subdirectory TESTDIR/NAME, removed afterwards to save space.
-#   OUTDIR   per-script results (created if missing):
+#   OUTDIR   per-script results (created if missing; use a fresh one per run,
+#            since compare.sh reads every NAME.status it finds there):
 #              NAME.log       full testfixture output
 #              NAME.failures  failed test-case names, one per line, sorted
 #              NAME.status    ok | exit N | timeout | signal N |
@@ -67,6 +68,9 @@ fi
 src=${SQLITE_SRC:-$(dirname "$tf")/src}
 [[ -f $src/test/tester.tcl ]] || { log "no SQLite source tree at $src"; exit 2; }
 
+# tester.tcl splits "--testdir=PATH" on every "=", so such a path would be
+# silently truncated.
+[[ $testroot != *=* ]] || { log "TESTDIR must not contain '=': $testroot"; exit 2; }
 mkdir -p "$testroot" "$outdir"
 # Absolute paths: testfixture runs with cwd = source root.
 testroot=$(cd "$testroot" && pwd)
