@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"os"
-	"sync"
 
 	"bazil.org/fuse"
 	"bazil.org/fuse/fs"
@@ -24,22 +23,16 @@ var (
 	_ fs.HandleFlusher  = (*Handle)(nil)
 )
 
-var readBufs = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b }}
-
 // Read implements fs.HandleReader. Most reads never get here: the kernel
-// serves them from its page cache.
+// serves them from its page cache. The buffer is not pooled: bazil encodes
+// the response after Read returns, so a recycled buffer could be overwritten
+// by a concurrent read first.
 func (h *Handle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadResponse) error {
-	bp := readBufs.Get().(*[]byte)
-	defer readBufs.Put(bp)
-	buf := *bp
-	if req.Size > len(buf) {
-		buf = make([]byte, req.Size)
-	}
-	n, err := h.file.ReadAt(buf[:req.Size], req.Offset)
+	buf := make([]byte, req.Size)
+	n, err := h.file.ReadAt(buf, req.Offset)
 	if err != nil && err != io.EOF {
 		return errno(err)
 	}
-	// bazil copies the data into the reply before this returns.
 	resp.Data = buf[:n]
 	return nil
 }

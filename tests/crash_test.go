@@ -172,7 +172,10 @@ func verifyAfterCrash(t *testing.T, n *Node, name, mode string, acked []int64) {
 	db := openDB(t, n.Path(name), mode)
 	var ok string
 	if err := db.QueryRow(`PRAGMA integrity_check`).Scan(&ok); err != nil || ok != "ok" {
-		t.Fatalf("integrity_check: %q %v", ok, err)
+		if dir := os.Getenv("LITEFS_TEST_PRESERVE"); dir != "" {
+			_ = exec.Command("cp", "-a", n.DataDir, dir).Run()
+		}
+		t.Fatalf("integrity_check: %.300q %v\n%s", ok, err, n.Log())
 	}
 	have := map[int64]bool{}
 	rows, err := db.Query(`SELECT id FROM t WHERE id > 0`)
