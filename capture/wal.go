@@ -176,6 +176,14 @@ func (d *DB) RemoveWAL(remove func() error) error {
 	return remove()
 }
 
+// ResetWAL forgets what is known about the WAL after it was replaced
+// outside of SQLite's normal writes (created anew, or renamed into place).
+func (d *DB) ResetWAL() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.wal = walState{unsynced: d.wal.unsynced}
+}
+
 // SyncWAL is SQLite's fsync of the WAL: the LTX files of the transactions it
 // makes durable are synced with it.
 func (d *DB) SyncWAL(f *os.File) error {
@@ -190,21 +198,8 @@ func (d *DB) SyncWAL(f *os.File) error {
 }
 
 func (d *DB) syncLTX(paths []string) error {
-	if len(paths) == 0 || d.reg.store.SkipSync() {
+	if len(paths) == 0 {
 		return nil
-	}
-	for _, p := range paths {
-		f, err := os.Open(p)
-		if os.IsNotExist(err) {
-			continue // already removed by retention or a rename
-		} else if err != nil {
-			return err
-		}
-		err = f.Sync()
-		_ = f.Close()
-		if err != nil {
-			return fmt.Errorf("sync ltx: %w", err)
-		}
 	}
 	if sdb := d.storeDB(); sdb != nil {
 		return sdb.SyncHistory()

@@ -1,6 +1,7 @@
 package fuse
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"os"
@@ -96,4 +97,27 @@ func timespec(t time.Time, now bool) syscall.Timespec {
 func utimensat(path string, ts []syscall.Timespec) error {
 	uts := []unix.Timespec{{Sec: ts[0].Sec, Nsec: ts[0].Nsec}, {Sec: ts[1].Sec, Nsec: ts[1].Nsec}}
 	return unix.UtimesNanoAt(unix.AT_FDCWD, path, uts, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// Extended attributes are not supported. Answering ENOSYS (rather than
+// ENOTSUP) makes the kernel stop asking: otherwise it looks up
+// security.capability before every single write, doubling the round trips
+// of a commit.
+func (n *Node) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *fuse.GetxattrResponse) error {
+	return syscall.ENOSYS
+}
+
+// Listxattr: see Getxattr.
+func (n *Node) Listxattr(ctx context.Context, req *fuse.ListxattrRequest, resp *fuse.ListxattrResponse) error {
+	return syscall.ENOSYS
+}
+
+// Setxattr: see Getxattr.
+func (n *Node) Setxattr(ctx context.Context, req *fuse.SetxattrRequest) error {
+	return syscall.ENOSYS
+}
+
+// Removexattr: see Getxattr.
+func (n *Node) Removexattr(ctx context.Context, req *fuse.RemovexattrRequest) error {
+	return syscall.ENOSYS
 }

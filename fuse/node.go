@@ -132,7 +132,13 @@ func (n *Node) open(flags int, perm os.FileMode, resp *fuse.OpenResponse) (*Hand
 	if err != nil {
 		return nil, errno(err)
 	}
-	h := &Handle{node: n, file: f, writable: writable}
+	return n.newHandle(f, flags, resp)
+}
+
+// newHandle wraps an open backing file, applying O_TRUNC through the capture
+// layer and counting writers.
+func (n *Node) newHandle(f *os.File, flags int, resp *fuse.OpenResponse) (*Handle, error) {
+	writable := flags&syscall.O_ACCMODE != syscall.O_RDONLY
 	if flags&syscall.O_TRUNC != 0 && writable {
 		if err := n.truncate(f, 0); err != nil {
 			_ = f.Close()
@@ -145,12 +151,15 @@ func (n *Node) open(flags int, perm os.FileMode, resp *fuse.OpenResponse) (*Hand
 		n.mu.Unlock()
 	}
 	resp.Flags |= fuse.OpenKeepCache
-	return h, nil
+	return &Handle{node: n, file: f, writable: writable}, nil
 }
 
 // Create implements fs.NodeCreater.
 func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.CreateResponse) (fs.Node, fs.Handle, error) {
-	_, abs := n.childPath(req.Name)
+	rel, abs := n.childPath(req.Name)
+	if kind, db := classify(rel); kind == kindWAL {
+		n.fs.cfg.Capture.DB(db).ResetWAL() // a new WAL file has no frames
+	}
 	flags := int(req.Flags) | syscall.O_CREAT
 	f, err := os.OpenFile(abs, (flags&^(syscall.O_APPEND|syscall.O_TRUNC|syscall.O_ACCMODE))|syscall.O_RDWR|syscall.O_CLOEXEC, req.Mode.Perm()&^req.Umask)
 	if err != nil {
@@ -162,9 +171,8 @@ func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.C
 		_ = f.Close()
 		return nil, nil, errno(err)
 	}
-	_ = f.Close()
 	child := n.fs.nodeFor(st.Ino, n, req.Name, false)
-	h, err := child.open(flags, 0, &resp.OpenResponse)
+	h, err := child.newHandle(f, flags, &resp.OpenResponse)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -258,7 +266,7 @@ func (n *Node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse
 		err = n.truncate(f, int64(req.Size))
 		_ = f.Close()
 		if err != nil {
-			return errno(err)
+			return errno(n.fs.fail("truncate", n.relPath(), err))
 		}
 	}
 	if req.Valid.Mode() {
@@ -402,6 +410,9 @@ func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fs.No
 		}
 	} else {
 		err = n.fs.removeFile(oldRel, rename)
+	}
+	if kind, db := classify(newRel); err == nil && kind == kindWAL {
+		n.fs.cfg.Capture.DB(db).ResetWAL() // frames we never saw written
 	}
 	if err != nil {
 		return errno(err)

@@ -68,21 +68,17 @@ func (f *FS) special(n *Node, name string) *specialNode {
 	return nil
 }
 
-// specials lists the virtual files present in directory n right now.
+// specials lists the virtual files shown in directory n's listing: only
+// .lag and .primary at the root. <db>-pos files answer lookups but stay out
+// of listings, so tools that copy or delete "db*" (cp, rm, SQLite's own test
+// suite) never trip over a read-only file they did not create.
 func (f *FS) specials(n *Node) []*specialNode {
-	var out []*specialNode
-	if n == f.root {
-		out = append(out, &specialNode{fs: f, name: ".lag", content: f.lagContent})
-		if _, ok := f.primaryContent(); ok {
-			out = append(out, &specialNode{fs: f, name: ".primary", content: f.primaryContent})
-		}
+	if n != f.root {
+		return nil
 	}
-	dir := n.relPath()
-	for _, db := range f.cfg.Store.DBs() {
-		name := db.Name()
-		if i := strings.LastIndexByte(name, '/'); (i < 0 && dir == "") || (i >= 0 && name[:i] == dir) {
-			out = append(out, f.posNode(n, name[i+1:]+"-pos", name[i+1:]))
-		}
+	out := []*specialNode{{fs: f, name: ".lag", content: f.lagContent}}
+	if _, ok := f.primaryContent(); ok {
+		out = append(out, &specialNode{fs: f, name: ".primary", content: f.primaryContent})
 	}
 	return out
 }

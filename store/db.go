@@ -10,6 +10,7 @@ import (
 
 	"github.com/replfs/litefs/ltx"
 	sltx "github.com/superfly/ltx"
+	"golang.org/x/sys/unix"
 )
 
 // DB is one replicated database: its position and where its history lives.
@@ -85,11 +86,11 @@ func (db *DB) WriteTx(tx Tx) (sltx.Pos, error) {
 		PreApply: pre, PostApply: post, Timestamp: time.Now(), NodeID: db.nodeID,
 	}
 	path := db.LTXPath(txid)
-	if _, err := ltx.WriteFile(path, th, tx.Pgnos, tx.Read, db.sync && tx.Sync); err != nil {
+	if _, err := ltx.WriteFile(path, th, tx.Pgnos, tx.Read, false); err != nil {
 		return db.pos, fmt.Errorf("write ltx for %s txid %s: %w", db.name, txid, err)
 	}
 	if db.sync && tx.Sync {
-		if err := syncDir(db.ltxDir); err != nil {
+		if err := db.SyncHistory(); err != nil {
 			return db.pos, err
 		}
 	}
@@ -98,9 +99,26 @@ func (db *DB) WriteTx(tx Tx) (sltx.Pos, error) {
 	return db.pos, nil
 }
 
-// SyncHistory makes the directory entries of the history durable. It is called
-// on an fsync from SQLite so that LTX files created since are on disk.
-func (db *DB) SyncHistory() error { return syncDir(db.ltxDir) }
+// SyncHistory makes every LTX file written so far durable, with their
+// directory entries. One syncfs(2) of the data directory's filesystem costs
+// about one journal commit, however many LTX files SQLite's fsync covers
+// (in WAL mode with synchronous=NORMAL that is every transaction since the
+// last checkpoint), where an fsync per file and one for the directory would
+// cost one commit each.
+func (db *DB) SyncHistory() error {
+	if !db.sync {
+		return nil
+	}
+	d, err := os.Open(db.ltxDir)
+	if err != nil {
+		return fmt.Errorf("open history dir for sync: %w", err)
+	}
+	defer d.Close()
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		return fmt.Errorf("sync history of %s: %w", db.name, err)
+	}
+	return nil
+}
 
 // History lists the LTX files of the database in TXID order.
 func (db *DB) History() ([]sltx.TXID, error) {

@@ -2,8 +2,8 @@ package tests
 
 import (
 	"bytes"
-	"encoding/binary"
 	"database/sql"
+	"encoding/binary"
 	"fmt"
 	"math/rand"
 	"os"

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -87,6 +88,13 @@ func runMount(ctx context.Context, args []string) error {
 		return fmt.Errorf("lease.type %q with candidate=%v: only a static primary is supported by this build", cfg.Lease.Type, cfg.Lease.Candidate)
 	}
 
+	if path := os.Getenv("LITEFS_CPUPROFILE"); path != "" {
+		// For performance work: a CPU profile of the whole run.
+		if f, err := os.Create(path); err == nil {
+			_ = pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+	}
 	node, err := startNode(cfg, mf, log)
 	if err != nil {
 		return err

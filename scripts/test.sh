@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs the whole test suite, as CI does: formatting and vet, unit tests and
+# multi-process integration tests on real FUSE mounts (with -race), then
+# SQLite's own TCL test suite on a litefs mount compared with a plain
+# directory. Needs root; installs fuse3 and the TCL build deps itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin"
+./scripts/setup.sh
+
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt needed:" >&2
+	echo "$unformatted" >&2
+	exit 1
+fi
+go vet ./...
+
+# Integration tests must not skip for lack of FUSE in CI.
+export LITEFS_REQUIRE_FUSE=1
+go test -race -count=1 -timeout 40m ./...
+
+./tests/sqlitetcl/run-on-mount.sh
