@@ -30,9 +30,20 @@ type walState struct {
 	// frames are tracked by slot, not appended.
 	txnStart   int64
 	slots      []uint32 // pgno of each frame slot
-	commitEnd  int64    // end of a commit frame whose data is still to come
+	covered    []span   // byte ranges written at or after txnStart
+	commitEnd  int64    // end of the commit frame seen, 0 if none yet
 	commitSize uint32
-	unsynced   []string // LTX files written since the last WAL fsync
+	unsynced   bool // LTX files were written since the last WAL fsync
+
+	// The last committed transaction's frames, to tell SQLite's checksum
+	// fix-ups of them (right after the commit) from a rewind of the WAL.
+	lastStart int64
+	lastSlots []uint32
+	// resync is set when the WAL went somewhere the tracking cannot follow
+	// (SQLite's recovery after a crash rewinding over frames already
+	// committed here). The next commit re-reads all frame headers and is
+	// written as a full snapshot of the database.
+	resync bool
 
 	// A frame header being assembled: the kernel splits writes at page-cache
 	// boundaries, which can fall inside a 24-byte frame header.
@@ -67,6 +78,55 @@ func (w *walState) assemble(fo int64, data []byte, off int64) ([]byte, bool) {
 }
 
 func (w *walState) frameSize() int64 { return walFrameHeaderSize + int64(w.pageSize) }
+
+// span is a half-open byte range.
+type span struct{ lo, hi int64 }
+
+// cover records that [lo, hi) of the open transaction's region was written.
+// Writes normally arrive in order, leaving a single span, but a crash-testing
+// VFS may reorder them, so a commit waits until its whole region is written.
+func (w *walState) cover(lo, hi int64) {
+	lo = max(lo, w.txnStart)
+	if lo >= hi {
+		return
+	}
+	merged := span{lo, hi}
+	out := w.covered[:0]
+	for _, sp := range w.covered {
+		if sp.hi < merged.lo || sp.lo > merged.hi {
+			out = append(out, sp)
+			continue
+		}
+		merged.lo, merged.hi = min(merged.lo, sp.lo), max(merged.hi, sp.hi)
+	}
+	out = append(out, merged)
+	sort.Slice(out, func(i, j int) bool { return out[i].lo < out[j].lo })
+	w.covered = out
+}
+
+// ready reports whether a commit frame was seen and every byte from the start
+// of the transaction to the end of that frame has been written.
+func (w *walState) ready() bool {
+	if w.commitEnd == 0 {
+		return false
+	}
+	for _, sp := range w.covered {
+		if sp.lo <= w.txnStart && sp.hi >= w.commitEnd {
+			return true
+		}
+	}
+	return false
+}
+
+// isFixup reports whether a header write at fo, before the open transaction,
+// rewrites a frame of the last committed one with the same page.
+func (w *walState) isFixup(fo int64, pgno uint32) bool {
+	if fo < w.lastStart {
+		return false
+	}
+	i := (fo - w.lastStart) / w.frameSize()
+	return i < int64(len(w.lastSlots)) && w.lastSlots[i] == pgno
+}
 
 // pending maps each page written by the open transaction, up to and
 // including the commit frame at commitOff, to its newest frame.
@@ -122,24 +182,32 @@ func (d *DB) WriteWAL(f *os.File, data []byte, off int64) (int, error) {
 			if (salt1 != w.salt1 || salt2 != w.salt2) && (salt1 != 0 || salt2 != 0) {
 				continue // left over from an earlier generation
 			}
+			pgno := binary.BigEndian.Uint32(h[0:4])
 			if fo < w.txnStart {
-				continue // checksum fix-ups of committed frames
+				if w.isFixup(fo, pgno) {
+					continue
+				}
+				// SQLite rewound over frames committed here: after a crash its
+				// recovery found them invalid. Start over from this frame.
+				w.resync, w.txnStart, w.slots, w.covered, w.commitEnd = true, fo, nil, nil, 0
 			}
 			i := int((fo - w.txnStart) / fs)
 			for len(w.slots) <= i {
 				w.slots = append(w.slots, 0)
 			}
-			w.slots[i] = binary.BigEndian.Uint32(h[0:4])
+			w.slots[i] = pgno
 			if n := binary.BigEndian.Uint32(h[4:8]); n != 0 {
 				w.commitEnd, w.commitSize = fo+fs, n
-			}
-			if w.commitEnd != 0 && w.commitEnd <= end {
-				if err := d.commitWAL(f, data, off); err != nil {
-					return 0, err
+				w.cover(off, min(end, w.commitEnd))
+				if w.ready() {
+					if err := d.commitWAL(f, data, off); err != nil {
+						return 0, err
+					}
 				}
 			}
 		}
-		if w.commitEnd != 0 && w.commitEnd <= end {
+		w.cover(off, end)
+		if w.ready() {
 			if err := d.commitWAL(f, data, off); err != nil {
 				return 0, err
 			}
@@ -155,11 +223,14 @@ func (d *DB) TruncateWAL(truncate func() error, size int64) error {
 	defer d.mu.Unlock()
 	if size < walHeaderSize {
 		d.wal = walState{unsynced: d.wal.unsynced}
-	} else {
+	} else if d.wal.active {
 		for pgno, fo := range d.wal.index {
 			if fo >= size {
 				delete(d.wal.index, pgno)
 			}
+		}
+		if size < d.wal.txnStart {
+			d.wal.resync = true
 		}
 		if keep := (size - d.wal.txnStart) / d.wal.frameSize(); keep < int64(len(d.wal.slots)) {
 			d.wal.slots = d.wal.slots[:max(keep, 0)]
@@ -191,17 +262,10 @@ func (d *DB) SyncWAL(f *os.File) error {
 		return err
 	}
 	d.mu.Lock()
-	paths := d.wal.unsynced
-	d.wal.unsynced = nil
+	unsynced := d.wal.unsynced
+	d.wal.unsynced = false
 	d.mu.Unlock()
-	return d.syncLTX(paths)
-}
-
-func (d *DB) syncLTX(paths []string) error {
-	if len(paths) == 0 {
-		return nil
-	}
-	if sdb := d.storeDB(); sdb != nil {
+	if sdb := d.storeDB(); unsynced && sdb != nil {
 		return sdb.SyncHistory()
 	}
 	return nil
@@ -211,19 +275,39 @@ func (d *DB) syncLTX(paths []string) error {
 // write in progress, which holds at least the end of the commit frame.
 func (d *DB) commitWAL(f *os.File, data []byte, off int64) error {
 	w := &d.wal
-	pending := w.pending(w.commitEnd - w.frameSize())
+	fs := w.frameSize()
+	commitOff := w.commitEnd - fs
+	pending := w.pending(commitOff)
+	rescan := w.resync
+	for i := int64(0); i <= (commitOff-w.txnStart)/fs && !rescan; i++ {
+		rescan = i >= int64(len(w.slots)) || w.slots[i] == 0
+	}
+	if rescan {
+		// Read every frame header from the WAL itself, as SQLite's recovery
+		// does: frames before the transaction are the committed ones.
+		var err error
+		if w.index, err = w.scanHeaders(f, data, off, walHeaderSize, w.txnStart); err != nil {
+			return fmt.Errorf("commit %s: rescan wal: %w", d.name, err)
+		}
+		if pending, err = w.scanHeaders(f, data, off, w.txnStart, w.commitEnd); err != nil {
+			return fmt.Errorf("commit %s: rescan wal: %w", d.name, err)
+		}
+		d.reg.log.Warn("wal rewound or reordered: resynchronising with a full transaction", "db", d.name)
+	}
 	defer func() {
 		for pgno, fo := range pending {
 			w.index[pgno] = fo
 		}
-		w.txnStart, w.slots, w.commitEnd, w.commitSize = w.commitEnd, nil, 0, 0
+		w.lastStart, w.lastSlots = w.txnStart, w.slots
+		w.txnStart, w.slots, w.commitEnd, w.commitSize, w.resync = w.commitEnd, nil, 0, 0, false
+		w.covered = nil
 	}()
 
 	ps := w.pageSize
 	latest := d.latestReader(f, pending, data, off)
 	sdb := d.storeDB()
 	var prevN uint32
-	full := sdb == nil || sdb.Pos().TXID == 0 || sdb.Commit() == 0 || sdb.PageSize() != ps
+	full := rescan || sdb == nil || sdb.Pos().TXID == 0 || sdb.Commit() == 0 || sdb.PageSize() != ps
 	if !full {
 		prevN = sdb.Commit()
 	}
@@ -289,9 +373,7 @@ func (d *DB) appendUnsynced(tx store.Tx) error {
 	if err := d.write(tx, "wal"); err != nil {
 		return err
 	}
-	if sdb := d.storeDB(); sdb != nil {
-		d.wal.unsynced = append(d.wal.unsynced, sdb.LTXPath(sdb.Pos().TXID))
-	}
+	d.wal.unsynced = true
 	return nil
 }
 
@@ -341,4 +423,21 @@ func readOverlay(f *os.File, buf []byte, start int64, data []byte, off int64) er
 		copy(buf[lo-start:hi-start], data[lo-off:hi-off])
 	}
 	return nil
+}
+
+// scanHeaders reads the frame headers in [from, to) from the WAL, with the
+// write in progress (data at off) overlaid, and maps each page to its newest
+// frame.
+func (w *walState) scanHeaders(f *os.File, data []byte, off, from, to int64) (map[uint32]int64, error) {
+	m := map[uint32]int64{}
+	h := make([]byte, walFrameHeaderSize)
+	for fo := from; fo+w.frameSize() <= to; fo += w.frameSize() {
+		if err := readOverlay(f, h, fo, data, off); err != nil {
+			return nil, err
+		}
+		if pgno := binary.BigEndian.Uint32(h[0:4]); pgno != 0 {
+			m[pgno] = fo
+		}
+	}
+	return m, nil
 }
