@@ -3,8 +3,9 @@ package capture
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"os"
-	"sort"
+	"slices"
 	"sync"
 
 	"github.com/replfs/litefs/ltx"
@@ -259,24 +260,29 @@ func (d *DB) commitRollback() error {
 	}
 
 	var delta sltx.Checksum
-	var pgnos []uint32
 	lock := ltx.LockPgno(hdr.PageSize)
 	buf := make([]byte, hdr.PageSize)
 	read := store.PageReader(f, hdr.PageSize)
+	pageSum := func(pgno uint32) (sltx.Checksum, error) {
+		if err := read(pgno, buf); err != nil {
+			return 0, fmt.Errorf("commit %s: read page %d: %w", d.name, pgno, err)
+		}
+		return ltx.PageChecksum(pgno, buf), nil
+	}
+
 	// Pages cut off by a shrink that were not written still hold their
-	// committed contents, and pages added without a write are new.
+	// committed contents: take them out of the checksum.
 	for pgno := hdr.PageN + 1; pgno <= d.basePages; pgno++ {
 		if _, ok := d.dirty[pgno]; !ok && pgno != lock {
-			if err := d.notePages(f, pgno, pgno); err != nil {
+			sum, err := pageSum(pgno)
+			if err != nil {
 				return err
 			}
+			delta ^= sum
 		}
 	}
-	for pgno := d.basePages + 1; pgno <= hdr.PageN; pgno++ {
-		if _, ok := d.dirty[pgno]; !ok {
-			d.dirty[pgno] = 0
-		}
-	}
+	// Written pages: only those whose contents really changed are shipped.
+	var changed []uint32
 	for pgno, old := range d.dirty {
 		if pgno == lock {
 			continue
@@ -285,22 +291,71 @@ func (d *DB) commitRollback() error {
 			delta ^= old
 			continue
 		}
-		if err := read(pgno, buf); err != nil {
-			return fmt.Errorf("commit %s: read page %d: %w", d.name, pgno, err)
+		sum, err := pageSum(pgno)
+		if err != nil {
+			return err
 		}
-		if cur := ltx.PageChecksum(pgno, buf); cur != old {
-			delta ^= old ^ cur
-			pgnos = append(pgnos, pgno)
+		if sum != old {
+			delta ^= old ^ sum
+			changed = append(changed, pgno)
 		}
 	}
-	if len(pgnos) == 0 && hdr.PageN == d.basePages {
+	// Pages the database grew by without being written (a file extended by
+	// writing far past its end) are new, usually holes of a sparse file.
+	grown := func(yield func(uint32) bool) {
+		for pgno := range store.PageRange(hdr.PageSize, d.basePages+1, hdr.PageN) {
+			if _, ok := d.dirty[pgno]; !ok && !yield(pgno) {
+				return
+			}
+		}
+	}
+	holes := ltx.NewHoles(f)
+	nGrown := 0
+	for pgno := range grown {
+		nGrown++
+		if holes.Zero(int64(pgno-1)*int64(hdr.PageSize), int64(hdr.PageSize)) {
+			delta ^= ltx.ZeroPageChecksum(pgno, hdr.PageSize)
+			continue
+		}
+		sum, err := pageSum(pgno)
+		if err != nil {
+			return err
+		}
+		delta ^= sum
+	}
+	if len(changed) == 0 && nGrown == 0 && hdr.PageN == d.basePages {
 		return nil // rolled back, or rewrote identical pages
 	}
-	sort.Slice(pgnos, func(i, j int) bool { return pgnos[i] < pgnos[j] })
+	slices.Sort(changed)
 	return d.write(store.Tx{
-		PageSize: hdr.PageSize, Commit: hdr.PageN, Pgnos: pgnos, Read: read,
-		Delta: delta, Sync: d.synced,
+		PageSize: hdr.PageSize, Commit: hdr.PageN, Pages: mergeSorted(slices.Values(changed), grown),
+		Read: store.PageReader(f, hdr.PageSize), Delta: delta, Sync: d.synced,
 	}, "rollback")
+}
+
+// mergeSorted yields the union of two ascending sequences of distinct pages.
+func mergeSorted(a, b iter.Seq[uint32]) iter.Seq[uint32] {
+	return func(yield func(uint32) bool) {
+		nextB, stopB := iter.Pull(b)
+		defer stopB()
+		vb, okb := nextB()
+		for va := range a {
+			for okb && vb < va {
+				if !yield(vb) {
+					return
+				}
+				vb, okb = nextB()
+			}
+			if !yield(va) {
+				return
+			}
+		}
+		for ; okb; vb, okb = nextB() {
+			if !yield(vb) {
+				return
+			}
+		}
+	}
 }
 
 // writeFull commits the whole database: its first transaction, or one that
@@ -311,7 +366,7 @@ func (d *DB) writeFull(f *os.File, hdr ltx.DBHeader) error {
 		return fmt.Errorf("commit %s: %w", d.name, err)
 	}
 	return d.write(store.Tx{
-		PageSize: hdr.PageSize, Commit: hdr.PageN, Pgnos: store.AllPages(hdr.PageSize, hdr.PageN),
+		PageSize: hdr.PageSize, Commit: hdr.PageN, Pages: store.AllPages(hdr.PageSize, hdr.PageN),
 		Read: store.PageReader(f, hdr.PageSize), Delta: chksum, Replace: true, Sync: d.synced,
 	}, "full")
 }

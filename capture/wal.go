@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 
 	"github.com/replfs/litefs/ltx"
@@ -325,7 +326,7 @@ func (d *DB) commitWAL(f *os.File, data []byte, off int64) error {
 			}
 			chksum ^= ltx.PageChecksum(pgno, buf)
 		}
-		return d.appendUnsynced(store.Tx{PageSize: ps, Commit: n, Pgnos: store.AllPages(ps, n), Read: latest, Delta: chksum, Replace: true})
+		return d.appendUnsynced(store.Tx{PageSize: ps, Commit: n, Pages: store.AllPages(ps, n), Read: latest, Delta: chksum, Replace: true})
 	}
 
 	// Old versions come from committed frames or the database file; the
@@ -366,7 +367,7 @@ func (d *DB) commitWAL(f *os.File, data []byte, off int64) error {
 		}
 		delta ^= ltx.PageChecksum(pgno, buf)
 	}
-	return d.appendUnsynced(store.Tx{PageSize: ps, Commit: n, Pgnos: pgnos, Read: latest, Delta: delta})
+	return d.appendUnsynced(store.Tx{PageSize: ps, Commit: n, Pages: slices.Values(pgnos), Read: latest, Delta: delta})
 }
 
 func (d *DB) appendUnsynced(tx store.Tx) error {

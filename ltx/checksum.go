@@ -43,12 +43,20 @@ func DatabaseChecksum(r io.ReaderAt, pageSize, nPages uint32) (sltx.Checksum, er
 	chksum := EmptyChecksum
 	lockPgno := LockPgno(pageSize)
 	buf := make([]byte, pageSize)
+	holes := NewHoles(r)
 	for pgno := uint32(1); pgno <= nPages; pgno++ {
 		if pgno == lockPgno {
 			continue
 		}
-		if _, err := r.ReadAt(buf, int64(pgno-1)*int64(pageSize)); err != nil {
+		off := int64(pgno-1) * int64(pageSize)
+		if holes.Zero(off, int64(pageSize)) {
+			chksum ^= ZeroPageChecksum(pgno, pageSize)
+			continue
+		}
+		if n, err := r.ReadAt(buf, off); err != nil && !(err == io.EOF && n >= 0) {
 			return 0, fmt.Errorf("read page %d: %w", pgno, err)
+		} else if n < len(buf) {
+			clear(buf[n:])
 		}
 		chksum ^= PageChecksum(pgno, buf)
 	}

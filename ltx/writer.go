@@ -3,6 +3,7 @@ package ltx
 import (
 	"bufio"
 	"fmt"
+	"iter"
 	"os"
 	"time"
 
@@ -27,7 +28,7 @@ type ReadPageFunc func(pgno uint32, buf []byte) error
 // transaction into a new LTX file at path. Page data is pulled through read
 // one page at a time so a transaction of any size needs one page of memory.
 // The file is fsynced when sync is set. On error the partial file is removed.
-func WriteFile(path string, th TxHeader, pgnos []uint32, read ReadPageFunc, sync bool) (size int64, err error) {
+func WriteFile(path string, th TxHeader, pgnos iter.Seq[uint32], read ReadPageFunc, sync bool) (size int64, err error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return 0, fmt.Errorf("create ltx file: %w", err)
@@ -63,7 +64,7 @@ func WriteFile(path string, th TxHeader, pgnos []uint32, read ReadPageFunc, sync
 		return 0, fmt.Errorf("encode ltx header: %w", err)
 	}
 	buf := make([]byte, th.PageSize)
-	for _, pgno := range pgnos {
+	for pgno := range pgnos {
 		if err := read(pgno, buf); err != nil {
 			return 0, fmt.Errorf("read page %d: %w", pgno, err)
 		}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"iter"
 	"os"
 	"path/filepath"
 	"sort"
@@ -29,8 +30,8 @@ type DB struct {
 // Tx is a committed transaction handed over by the capture layer.
 type Tx struct {
 	PageSize uint32
-	Commit   uint32   // database size in pages after the transaction
-	Pgnos    []uint32 // changed pages, ascending, lock page excluded
+	Commit   uint32           // database size in pages after the transaction
+	Pages    iter.Seq[uint32] // changed pages, ascending, lock page excluded
 	Read     ltx.ReadPageFunc
 	// Delta is the XOR of the checksums of the old and new versions of every
 	// changed page and of the old version of every page cut off by a shrink.
@@ -86,7 +87,7 @@ func (db *DB) WriteTx(tx Tx) (sltx.Pos, error) {
 		PreApply: pre, PostApply: post, Timestamp: time.Now(), NodeID: db.nodeID,
 	}
 	path := db.LTXPath(txid)
-	if _, err := ltx.WriteFile(path, th, tx.Pgnos, tx.Read, false); err != nil {
+	if _, err := ltx.WriteFile(path, th, tx.Pages, tx.Read, false); err != nil {
 		return db.pos, fmt.Errorf("write ltx for %s txid %s: %w", db.name, txid, err)
 	}
 	if db.sync && tx.Sync {

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"iter"
 	"os"
 	"path/filepath"
 	"strings"
@@ -165,7 +167,7 @@ func (s *Store) snapshotExisting(db *DB, path string, hdr ltx.DBHeader, chksum s
 	defer f.Close()
 	s.log.Info("recording existing database as snapshot", "db", db.name, "pages", hdr.PageN)
 	_, err = db.WriteTx(Tx{
-		PageSize: hdr.PageSize, Commit: hdr.PageN, Pgnos: AllPages(hdr.PageSize, hdr.PageN),
+		PageSize: hdr.PageSize, Commit: hdr.PageN, Pages: AllPages(hdr.PageSize, hdr.PageN),
 		Read: PageReader(f, hdr.PageSize), Delta: chksum, Replace: true, Sync: true,
 	})
 	return err
@@ -223,24 +225,43 @@ func isDatabaseFile(path string) bool {
 	return n == 16 && string(b) == ltx.SQLiteMagic
 }
 
-// AllPages lists every page of a database of n pages except the lock page.
-func AllPages(pageSize, n uint32) []uint32 {
-	lock := ltx.LockPgno(pageSize)
-	out := make([]uint32, 0, n)
-	for pgno := uint32(1); pgno <= n; pgno++ {
-		if pgno != lock {
-			out = append(out, pgno)
-		}
-	}
-	return out
+// AllPages yields every page of a database of n pages except the lock page.
+func AllPages(pageSize, n uint32) iter.Seq[uint32] {
+	return PageRange(pageSize, 1, n)
 }
 
-// PageReader reads pages from a database file.
+// PageRange yields pages first..last except the lock page.
+func PageRange(pageSize, first, last uint32) iter.Seq[uint32] {
+	lock := ltx.LockPgno(pageSize)
+	return func(yield func(uint32) bool) {
+		for pgno := first; pgno <= last && pgno >= first; pgno++ {
+			if pgno != lock && !yield(pgno) {
+				return
+			}
+		}
+	}
+}
+
+// PageReader reads pages from a database file. Pages in holes of a sparse
+// file are filled with zeros without a read; pages past the end of the file
+// are zeros too.
 func PageReader(f interface {
 	ReadAt([]byte, int64) (int, error)
 }, pageSize uint32) ltx.ReadPageFunc {
+	holes := ltx.NewHoles(f)
 	return func(pgno uint32, buf []byte) error {
-		_, err := f.ReadAt(buf, int64(pgno-1)*int64(pageSize))
+		off := int64(pgno-1) * int64(pageSize)
+		if holes.Zero(off, int64(len(buf))) {
+			clear(buf)
+			return nil
+		}
+		n, err := f.ReadAt(buf, off)
+		if n < len(buf) {
+			clear(buf[n:])
+			if err == io.EOF {
+				err = nil
+			}
+		}
 		return err
 	}
 }
