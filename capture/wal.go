@@ -331,7 +331,7 @@ func (d *DB) commitWAL(f *os.File, data []byte, off int64) error {
 
 	// Old versions come from committed frames or the database file; the
 	// pending map is not consulted for them.
-	old := d.latestReader(f, nil, nil, 0)
+	old := d.latestReader(f, nil, data, off)
 	var delta sltx.Checksum
 	buf := make([]byte, ps)
 	var pgnos []uint32

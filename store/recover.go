@@ -38,9 +38,16 @@ func (s *Store) recoverAll() error {
 		return fmt.Errorf("list history: %w", err)
 	}
 	for _, e := range ents {
-		if name, err := unescapeName(e.Name()); err == nil && e.IsDir() {
-			names[name] = true
+		if !e.IsDir() {
+			continue
 		}
+		name, err := readNameFile(filepath.Join(s.cfg.ltxRoot(), e.Name()))
+		if err != nil {
+			// Left by a crash between creating the directory and its name file.
+			s.log.Warn("ignoring history directory without a name", "dir", e.Name(), "err", err)
+			continue
+		}
+		names[name] = true
 	}
 	root := s.cfg.FilesDir()
 	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
@@ -157,7 +164,7 @@ func (s *Store) rollForward(db *DB, path string, chksum sltx.Checksum) error {
 
 // snapshotExisting records a database that has no history as transaction 1.
 func (s *Store) snapshotExisting(db *DB, path string, hdr ltx.DBHeader, chksum sltx.Checksum) error {
-	if err := os.MkdirAll(db.ltxDir, 0o755); err != nil {
+	if err := db.createHistoryDir(); err != nil {
 		return err
 	}
 	f, err := os.Open(path)

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"net/url"
 	"os"
 	"time"
 )
@@ -47,5 +46,3 @@ func (db *DB) EnforceRetention(cutoff time.Time) error {
 	}
 	return nil
 }
-
-func unescapeName(s string) (string, error) { return url.PathUnescape(s) }

@@ -5,6 +5,8 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -113,7 +115,7 @@ func (s *Store) CreateDB(name string) (*DB, error) {
 		return db, nil
 	}
 	db := s.newDB(name)
-	if err := os.MkdirAll(db.ltxDir, 0o755); err != nil {
+	if err := db.createHistoryDir(); err != nil {
 		return nil, fmt.Errorf("create db %s: %w", name, err)
 	}
 	s.dbs[name] = db
@@ -152,6 +154,9 @@ func (s *Store) RenameDB(oldName, newName string) error {
 	if err := os.Rename(db.ltxDir, moved.ltxDir); err != nil {
 		return fmt.Errorf("rename db %s to %s: %w", oldName, newName, err)
 	}
+	if err := moved.writeNameFile(); err != nil {
+		return fmt.Errorf("rename db %s to %s: %w", oldName, newName, err)
+	}
 	db.mu.Lock()
 	moved.pos, moved.pageSize, moved.commit = db.pos, db.pageSize, db.commit
 	db.mu.Unlock()
@@ -163,7 +168,7 @@ func (s *Store) RenameDB(oldName, newName string) error {
 func (s *Store) newDB(name string) *DB {
 	return &DB{
 		name:   name,
-		ltxDir: filepath.Join(s.cfg.ltxRoot(), url.PathEscape(name)),
+		ltxDir: filepath.Join(s.cfg.ltxRoot(), historyDirName(name)),
 		sync:   !s.cfg.SkipSync,
 		nodeID: s.cfg.NodeID,
 	}
@@ -171,3 +176,38 @@ func (s *Store) newDB(name string) *DB {
 
 // SkipSync reports whether fsync of LTX files is turned off.
 func (s *Store) SkipSync() bool { return s.cfg.SkipSync }
+
+// nameFile inside a history directory holds the database's name, because the
+// directory name is only an escaped (and, for long names, shortened) form.
+const nameFile = "name"
+
+// historyDirName maps a database name (a relative path of up to the
+// filesystem's limits) to one directory name that fits in 255 bytes.
+func historyDirName(name string) string {
+	esc := url.PathEscape(name)
+	if len(esc) <= 200 {
+		return esc
+	}
+	sum := sha256.Sum256([]byte(name))
+	return esc[:120] + "~" + hex.EncodeToString(sum[:16])
+}
+
+func (db *DB) createHistoryDir() error {
+	if err := os.MkdirAll(db.ltxDir, 0o755); err != nil {
+		return err
+	}
+	return db.writeNameFile()
+}
+
+func (db *DB) writeNameFile() error {
+	return os.WriteFile(filepath.Join(db.ltxDir, nameFile), []byte(db.name), 0o644)
+}
+
+// readNameFile returns the database name recorded in a history directory.
+func readNameFile(dir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, nameFile))
+	if err != nil {
+		return "", err
+	}
+	return string(b), nil
+}
