@@ -125,9 +125,9 @@ func (n *Node) open(flags int, perm os.FileMode, resp *fuse.OpenResponse) (*Hand
 	if writable {
 		bflags |= syscall.O_RDWR
 	}
-	f, err := os.OpenFile(n.path(), bflags|syscall.O_CLOEXEC, perm)
+	f, err := openFile(n.path(), bflags, perm)
 	if err != nil && writable && errors.Is(err, syscall.EACCES) && flags&syscall.O_ACCMODE == syscall.O_WRONLY {
-		f, err = os.OpenFile(n.path(), (bflags&^syscall.O_RDWR)|syscall.O_WRONLY|syscall.O_CLOEXEC, perm)
+		f, err = openFile(n.path(), (bflags&^syscall.O_RDWR)|syscall.O_WRONLY, perm)
 	}
 	if err != nil {
 		return nil, errno(err)
@@ -150,7 +150,15 @@ func (n *Node) newHandle(f *os.File, flags int, resp *fuse.OpenResponse) (*Handl
 		n.writers++
 		n.mu.Unlock()
 	}
-	resp.Flags |= fuse.OpenKeepCache
+	// Journals and WALs are written in small pieces (a 24-byte frame header,
+	// then a page) that the page cache would split further at page
+	// boundaries, one round trip each; SQLite rarely reads them back. So they
+	// bypass the cache, and databases keep theirs across opens.
+	if kind, _ := classify(n.relPath()); kind == kindWAL || kind == kindJournal {
+		resp.Flags |= fuse.OpenDirectIO
+	} else {
+		resp.Flags |= fuse.OpenKeepCache
+	}
 	return &Handle{node: n, file: f, writable: writable}, nil
 }
 
@@ -161,7 +169,7 @@ func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.C
 		n.fs.cfg.Capture.DB(db).ResetWAL() // a new WAL file has no frames
 	}
 	flags := int(req.Flags) | syscall.O_CREAT
-	f, err := os.OpenFile(abs, (flags&^(syscall.O_APPEND|syscall.O_TRUNC|syscall.O_ACCMODE))|syscall.O_RDWR|syscall.O_CLOEXEC, req.Mode.Perm()&^req.Umask)
+	f, err := openFile(abs, (flags&^(syscall.O_APPEND|syscall.O_TRUNC|syscall.O_ACCMODE))|syscall.O_RDWR, req.Mode.Perm()&^req.Umask)
 	if err != nil {
 		return nil, nil, errno(err)
 	}
@@ -259,7 +267,7 @@ func (n *Node) Mknod(ctx context.Context, req *fuse.MknodRequest) (fs.Node, erro
 func (n *Node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse.SetattrResponse) error {
 	abs := n.path()
 	if req.Valid.Size() {
-		f, err := os.OpenFile(abs, os.O_RDWR, 0)
+		f, err := openFile(abs, os.O_RDWR, 0)
 		if err != nil {
 			return errno(err)
 		}
@@ -318,7 +326,7 @@ func (n *Node) truncate(f *os.File, size int64) error {
 
 // Fsync implements fs.NodeFsyncer.
 func (n *Node) Fsync(ctx context.Context, req *fuse.FsyncRequest) error {
-	f, err := os.Open(n.path())
+	f, err := openFile(n.path(), os.O_RDONLY, 0)
 	if err != nil {
 		return errno(err)
 	}
