@@ -51,7 +51,7 @@ if [[ $# -gt 0 ]]; then tests=("${@%.test}"); else tests=("${default_tests[@]}")
 # takes 0-2 s. Timeouts leave 30x+ headroom for a slower FUSE layer while
 # still catching hangs. Scripts not listed get the default.
 declare -A timeouts=(
-  [trans]=300 [pager1]=300 [wal3]=300 [walcrash]=600 [crash]=900
+  [trans]=300 [pager1]=300 [wal3]=300 [walcrash]=600 [crash]=900 [bigfile]=900
 )
 readonly default_timeout=180
 scale=${SQLITE_TCL_TIMEOUT_SCALE:-1}
