@@ -11,3 +11,5 @@ require (
 )
 
 require github.com/pierrec/lz4/v4 v4.1.23 // indirect
+
+replace bazil.org/fuse => ./third_party/bazil.org/fuse
