@@ -2,13 +2,10 @@ package ltx
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"iter"
-	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -33,17 +30,22 @@ type ReadPageFunc func(pgno uint32, buf []byte) error
 // WriteFile encodes the pages pgnos (ascending, lock page excluded) of one
 // transaction into a new LTX file at path. Page data is pulled through read
 // one page at a time so a transaction of any size needs one page of memory.
-// The file is fsynced when sync is set. On error no file is left behind.
+// The file is fsynced when sync is set. On error the file is removed.
 func WriteFile(path string, th TxHeader, pgnos iter.Seq[uint32], read ReadPageFunc, sync bool) (size int64, err error) {
-	// The file is written unnamed (O_TMPFILE) and linked into place only when
-	// complete, so a crash never leaves a partial LTX file behind. Raw system
-	// calls are used because os.OpenFile costs several times more (poller
+	// Raw system calls: os.OpenFile costs several times more (poller
 	// registration) and this runs once per commit.
-	f, err := openUnnamed(filepath.Dir(path))
+	f, err := createFile(path)
 	if err != nil {
 		return 0, fmt.Errorf("create ltx file: %w", err)
 	}
-	defer f.Close()
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("close ltx file: %w", cerr)
+		}
+		if err != nil {
+			_ = unix.Unlink(path)
+		}
+	}()
 
 	bw := writers.Get().(*bufio.Writer)
 	bw.Reset(f)
@@ -93,40 +95,30 @@ func WriteFile(path string, th TxHeader, pgnos iter.Seq[uint32], read ReadPageFu
 			return 0, fmt.Errorf("sync ltx file: %w", err)
 		}
 	}
-	if err := f.link(path); err != nil {
-		return 0, fmt.Errorf("link ltx file: %w", err)
-	}
 	return enc.N(), nil
 }
 
 var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
 
-// unnamedFile is a file being written before it gets its name.
-type unnamedFile struct {
-	fd      int
-	dir     string
-	tmpName string // set when O_TMPFILE is unsupported and a temp name is used
+// ltxFile is an LTX file being written, with raw system calls.
+type ltxFile struct {
+	fd   int
+	path string
 }
 
-func openUnnamed(dir string) (*unnamedFile, error) {
-	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o644)
-	if err == nil {
-		return &unnamedFile{fd: fd, dir: dir}, nil
-	}
-	if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EINVAL) {
-		return nil, err
-	}
-	name := filepath.Join(dir, fmt.Sprintf(".tmp-%d-%d.ltx", os.Getpid(), tmpSeq.Add(1)))
-	fd, err = unix.Open(name, unix.O_CREAT|unix.O_EXCL|unix.O_RDWR|unix.O_CLOEXEC, 0o644)
+// createFile creates the LTX file under its final name. O_TMPFILE plus
+// linkat would hide partial files, but costs several times more than a plain
+// create on ext4 here; a partial file can only be the newest one, and
+// recovery drops a newest file that fails verification.
+func createFile(path string) (*ltxFile, error) {
+	fd, err := unix.Open(path, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	return &unnamedFile{fd: fd, dir: dir, tmpName: name}, nil
+	return &ltxFile{fd: fd, path: path}, nil
 }
 
-var tmpSeq atomic.Int64
-
-func (f *unnamedFile) Write(p []byte) (int, error) {
+func (f *ltxFile) Write(p []byte) (int, error) {
 	n := 0
 	for n < len(p) {
 		m, err := unix.Write(f.fd, p[n:])
@@ -138,20 +130,4 @@ func (f *unnamedFile) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-func (f *unnamedFile) link(path string) error {
-	if f.tmpName != "" {
-		if err := os.Rename(f.tmpName, path); err != nil {
-			return err
-		}
-		f.tmpName = ""
-		return nil
-	}
-	return unix.Linkat(f.fd, "", unix.AT_FDCWD, path, unix.AT_EMPTY_PATH)
-}
-
-func (f *unnamedFile) Close() error {
-	if f.tmpName != "" {
-		_ = os.Remove(f.tmpName)
-	}
-	return unix.Close(f.fd)
-}
+func (f *ltxFile) Close() error { return unix.Close(f.fd) }
