@@ -24,7 +24,7 @@ type walState struct {
 	active       bool // a WAL header was written: the database is in WAL mode
 	pageSize     uint32
 	salt1, salt2 uint32
-	index        map[uint32]int64 // pgno -> offset of newest committed frame
+	index        frameMap // newest committed frame of each page
 	// The open transaction's frames, slot i at txnStart + i*frameSize. SQLite
 	// rewrites frames of the open transaction in place on cache spill, and a
 	// rolled-back transaction's frames are overwritten by the next one, so
@@ -80,6 +80,15 @@ func (w *walState) assemble(fo int64, data []byte, off int64) ([]byte, bool) {
 
 func (w *walState) frameSize() int64 { return walFrameHeaderSize + int64(w.pageSize) }
 
+// frameMap maps a page number to a frame, stored as a frame number rather
+// than an offset: a transaction of a million pages keeps two of these, and
+// 32-bit values halve their size.
+type frameMap map[uint32]uint32
+
+func (w *walState) frameNo(off int64) uint32 { return uint32((off - walHeaderSize) / w.frameSize()) }
+
+func (w *walState) frameOff(fi uint32) int64 { return walHeaderSize + int64(fi)*w.frameSize() }
+
 // span is a half-open byte range.
 type span struct{ lo, hi int64 }
 
@@ -131,8 +140,8 @@ func (w *walState) isFixup(fo int64, pgno uint32) bool {
 
 // pending maps each page written by the open transaction, up to and
 // including the commit frame at commitOff, to its newest frame.
-func (w *walState) pending(commitOff int64) map[uint32]int64 {
-	m := make(map[uint32]int64, len(w.slots))
+func (w *walState) pending(commitOff int64) frameMap {
+	m := make(frameMap, len(w.slots))
 	fs := w.frameSize()
 	for i, pgno := range w.slots {
 		fo := w.txnStart + int64(i)*fs
@@ -140,7 +149,7 @@ func (w *walState) pending(commitOff int64) map[uint32]int64 {
 			break
 		}
 		if pgno != 0 {
-			m[pgno] = fo
+			m[pgno] = w.frameNo(fo)
 		}
 	}
 	return m
@@ -164,7 +173,7 @@ func (d *DB) WriteWAL(f *os.File, data []byte, off int64) (int, error) {
 			*w = walState{
 				active: true, pageSize: ps,
 				salt1: binary.BigEndian.Uint32(data[16:20]), salt2: binary.BigEndian.Uint32(data[20:24]),
-				index: map[uint32]int64{}, txnStart: walHeaderSize, unsynced: w.unsynced,
+				index: frameMap{}, txnStart: walHeaderSize, unsynced: w.unsynced,
 			}
 			// The database file is not the source of changes any more.
 			d.touched, d.dirty = false, nil
@@ -225,8 +234,8 @@ func (d *DB) TruncateWAL(truncate func() error, size int64) error {
 	if size < walHeaderSize {
 		d.wal = walState{unsynced: d.wal.unsynced}
 	} else if d.wal.active {
-		for pgno, fo := range d.wal.index {
-			if fo >= size {
+		for pgno, fi := range d.wal.index {
+			if d.wal.frameOff(fi) >= size {
 				delete(d.wal.index, pgno)
 			}
 		}
@@ -296,8 +305,8 @@ func (d *DB) commitWAL(f *os.File, data []byte, off int64) error {
 		d.reg.log.Warn("wal rewound or reordered: resynchronising with a full transaction", "db", d.name)
 	}
 	defer func() {
-		for pgno, fo := range pending {
-			w.index[pgno] = fo
+		for pgno, fi := range pending {
+			w.index[pgno] = fi
 		}
 		w.lastStart, w.lastSlots = w.txnStart, w.slots
 		w.txnStart, w.slots, w.commitEnd, w.commitSize, w.resync = w.commitEnd, nil, 0, 0, false
@@ -382,16 +391,16 @@ func (d *DB) appendUnsynced(tx store.Tx) error {
 // progress (data at off), the open transaction's frames (pending), the
 // committed frames, or the database file, in that order. With pending nil,
 // only committed versions are read.
-func (d *DB) latestReader(walFile *os.File, pending map[uint32]int64, data []byte, off int64) ltx.ReadPageFunc {
+func (d *DB) latestReader(walFile *os.File, pending frameMap, data []byte, off int64) ltx.ReadPageFunc {
 	w := &d.wal
 	ps := int64(w.pageSize)
 	return func(pgno uint32, buf []byte) error {
-		fo, ok := pending[pgno]
+		fi, ok := pending[pgno]
 		if !ok {
-			fo, ok = w.index[pgno]
+			fi, ok = w.index[pgno]
 		}
 		if ok {
-			return readOverlay(walFile, buf, fo+walFrameHeaderSize, data, off)
+			return readOverlay(walFile, buf, w.frameOff(fi)+walFrameHeaderSize, data, off)
 		}
 		dbf, err := d.dbFile()
 		if err != nil {
@@ -429,15 +438,15 @@ func readOverlay(f *os.File, buf []byte, start int64, data []byte, off int64) er
 // scanHeaders reads the frame headers in [from, to) from the WAL, with the
 // write in progress (data at off) overlaid, and maps each page to its newest
 // frame.
-func (w *walState) scanHeaders(f *os.File, data []byte, off, from, to int64) (map[uint32]int64, error) {
-	m := map[uint32]int64{}
+func (w *walState) scanHeaders(f *os.File, data []byte, off, from, to int64) (frameMap, error) {
+	m := frameMap{}
 	h := make([]byte, walFrameHeaderSize)
 	for fo := from; fo+w.frameSize() <= to; fo += w.frameSize() {
 		if err := readOverlay(f, h, fo, data, off); err != nil {
 			return nil, err
 		}
 		if pgno := binary.BigEndian.Uint32(h[0:4]); pgno != 0 {
-			m[pgno] = fo
+			m[pgno] = w.frameNo(fo)
 		}
 	}
 	return m, nil

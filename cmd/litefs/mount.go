@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"syscall"
 	"time"
@@ -94,6 +95,11 @@ func runMount(ctx context.Context, args []string) error {
 			_ = pprof.StartCPUProfile(f)
 			defer pprof.StopCPUProfile()
 		}
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// Garbage is mostly per-commit encoder buffers; a soft limit makes the
+		// collector keep the node small however big a transaction is.
+		debug.SetMemoryLimit(24 << 20)
 	}
 	node, err := startNode(cfg, mf, log)
 	if err != nil {
