@@ -34,7 +34,6 @@ type walState struct {
 	covered    []span   // byte ranges written at or after txnStart
 	commitEnd  int64    // end of the commit frame seen, 0 if none yet
 	commitSize uint32
-	unsynced   bool // LTX files were written since the last WAL fsync
 
 	// The last committed transaction's frames, to tell SQLite's checksum
 	// fix-ups of them (right after the commit) from a rewind of the WAL.
@@ -173,7 +172,7 @@ func (d *DB) WriteWAL(f *os.File, data []byte, off int64) (int, error) {
 			*w = walState{
 				active: true, pageSize: ps,
 				salt1: binary.BigEndian.Uint32(data[16:20]), salt2: binary.BigEndian.Uint32(data[20:24]),
-				index: frameMap{}, txnStart: walHeaderSize, unsynced: w.unsynced,
+				index: frameMap{}, txnStart: walHeaderSize,
 			}
 			// The database file is not the source of changes any more.
 			d.touched, d.dirty = false, nil
@@ -232,7 +231,7 @@ func (d *DB) TruncateWAL(truncate func() error, size int64) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if size < walHeaderSize {
-		d.wal = walState{unsynced: d.wal.unsynced}
+		d.wal = walState{}
 	} else if d.wal.active {
 		for pgno, fi := range d.wal.index {
 			if d.wal.frameOff(fi) >= size {
@@ -253,7 +252,7 @@ func (d *DB) TruncateWAL(truncate func() error, size int64) error {
 func (d *DB) RemoveWAL(remove func() error) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.wal = walState{unsynced: d.wal.unsynced}
+	d.wal = walState{}
 	return remove()
 }
 
@@ -262,7 +261,7 @@ func (d *DB) RemoveWAL(remove func() error) error {
 func (d *DB) ResetWAL() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.wal = walState{unsynced: d.wal.unsynced}
+	d.wal = walState{}
 }
 
 // SyncWAL is SQLite's fsync of the WAL: the LTX files of the transactions it
@@ -271,11 +270,7 @@ func (d *DB) SyncWAL(f *os.File) error {
 	if err := f.Sync(); err != nil {
 		return err
 	}
-	d.mu.Lock()
-	unsynced := d.wal.unsynced
-	d.wal.unsynced = false
-	d.mu.Unlock()
-	if sdb := d.storeDB(); unsynced && sdb != nil {
+	if sdb := d.storeDB(); sdb != nil {
 		return sdb.SyncHistory()
 	}
 	return nil
@@ -335,7 +330,7 @@ func (d *DB) commitWAL(f *os.File, data []byte, off int64) error {
 			}
 			chksum ^= ltx.PageChecksum(pgno, buf)
 		}
-		return d.appendUnsynced(store.Tx{PageSize: ps, Commit: n, Pages: store.AllPages(ps, n), Read: latest, Delta: chksum, Replace: true})
+		return d.write(store.Tx{PageSize: ps, Commit: n, Pages: store.AllPages(ps, n), Read: latest, Delta: chksum, Replace: true}, "wal")
 	}
 
 	// Old versions come from committed frames or the database file; the
@@ -376,15 +371,7 @@ func (d *DB) commitWAL(f *os.File, data []byte, off int64) error {
 		}
 		delta ^= ltx.PageChecksum(pgno, buf)
 	}
-	return d.appendUnsynced(store.Tx{PageSize: ps, Commit: n, Pages: slices.Values(pgnos), Read: latest, Delta: delta})
-}
-
-func (d *DB) appendUnsynced(tx store.Tx) error {
-	if err := d.write(tx, "wal"); err != nil {
-		return err
-	}
-	d.wal.unsynced = true
-	return nil
+	return d.write(store.Tx{PageSize: ps, Commit: n, Pages: slices.Values(pgnos), Read: latest, Delta: delta}, "wal")
 }
 
 // latestReader reads the newest version of a page: from the write in

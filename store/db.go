@@ -24,7 +24,8 @@ type DB struct {
 	mu       sync.Mutex
 	pos      sltx.Pos
 	pageSize uint32
-	commit   uint32 // size in pages at pos
+	commit   uint32    // size in pages at pos
+	syncedTo sltx.TXID // LTX files up to this one are known durable
 }
 
 // Tx is a committed transaction handed over by the capture layer.
@@ -90,35 +91,65 @@ func (db *DB) WriteTx(tx Tx) (sltx.Pos, error) {
 	if _, err := ltx.WriteFile(path, th, tx.Pages, tx.Read, false); err != nil {
 		return db.pos, fmt.Errorf("write ltx for %s txid %s: %w", db.name, txid, err)
 	}
-	if db.sync && tx.Sync {
-		if err := db.SyncHistory(); err != nil {
+	db.pos = sltx.NewPos(txid, post)
+	db.pageSize, db.commit = tx.PageSize, tx.Commit
+	if tx.Sync {
+		if err := db.syncLocked(); err != nil {
 			return db.pos, err
 		}
 	}
-	db.pos = sltx.NewPos(txid, post)
-	db.pageSize, db.commit = tx.PageSize, tx.Commit
 	return db.pos, nil
 }
 
 // SyncHistory makes every LTX file written so far durable, with their
-// directory entries. One syncfs(2) of the data directory's filesystem costs
-// about one journal commit, however many LTX files SQLite's fsync covers
-// (in WAL mode with synchronous=NORMAL that is every transaction since the
-// last checkpoint), where an fsync per file and one for the directory would
-// cost one commit each.
+// directory entries. A few files are fsynced one by one; after many (in WAL
+// mode with synchronous=NORMAL, SQLite syncs only at checkpoints, so every
+// transaction since the last one is pending) one syncfs(2) of the data
+// directory's filesystem costs less than an fsync per file.
 func (db *DB) SyncHistory() error {
-	if !db.sync {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.syncLocked()
+}
+
+// maxFileSyncs is how many pending LTX files are fsynced individually.
+const maxFileSyncs = 8
+
+func (db *DB) syncLocked() error {
+	if !db.sync || db.syncedTo >= db.pos.TXID {
 		return nil
 	}
-	d, err := os.Open(db.ltxDir)
-	if err != nil {
-		return fmt.Errorf("open history dir for sync: %w", err)
+	if db.pos.TXID-db.syncedTo > maxFileSyncs {
+		d, err := os.Open(db.ltxDir)
+		if err != nil {
+			return fmt.Errorf("open history dir for sync: %w", err)
+		}
+		defer d.Close()
+		if err := unix.Syncfs(int(d.Fd())); err != nil {
+			return fmt.Errorf("sync history of %s: %w", db.name, err)
+		}
+		db.syncedTo = db.pos.TXID
+		return nil
 	}
-	defer d.Close()
-	if err := unix.Syncfs(int(d.Fd())); err != nil {
-		return fmt.Errorf("sync history of %s: %w", db.name, err)
+	for txid := db.syncedTo + 1; txid <= db.pos.TXID; txid++ {
+		if err := fsyncPath(db.LTXPath(txid)); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("sync ltx of %s: %w", db.name, err)
+		}
 	}
+	if err := fsyncPath(db.ltxDir); err != nil {
+		return fmt.Errorf("sync history dir of %s: %w", db.name, err)
+	}
+	db.syncedTo = db.pos.TXID
 	return nil
+}
+
+func fsyncPath(path string) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	return unix.Fsync(fd)
 }
 
 // History lists the LTX files of the database in TXID order.
@@ -137,16 +168,4 @@ func (db *DB) History() ([]sltx.TXID, error) {
 	}
 	sort.Slice(txids, func(i, j int) bool { return txids[i] < txids[j] })
 	return txids, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open dir for sync: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
-	}
-	return nil
 }

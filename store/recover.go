@@ -204,6 +204,7 @@ func (db *DB) loadPos(log interface{ Warn(string, ...any) }) error {
 			continue
 		}
 		db.pos = sltx.NewPos(hdr.MaxTXID, trailer.PostApplyChecksum)
+		db.syncedTo = hdr.MaxTXID
 		db.pageSize, db.commit = hdr.PageSize, hdr.Commit
 		return nil
 	}

@@ -158,7 +158,7 @@ func (s *Store) RenameDB(oldName, newName string) error {
 		return fmt.Errorf("rename db %s to %s: %w", oldName, newName, err)
 	}
 	db.mu.Lock()
-	moved.pos, moved.pageSize, moved.commit = db.pos, db.pageSize, db.commit
+	moved.pos, moved.pageSize, moved.commit, moved.syncedTo = db.pos, db.pageSize, db.commit, db.syncedTo
 	db.mu.Unlock()
 	delete(s.dbs, oldName)
 	s.dbs[newName] = moved
