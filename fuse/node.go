@@ -75,6 +75,13 @@ func (n *Node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.L
 			resp.EntryValid = 0
 			return sp, nil
 		}
+		// SQLite looks for a hot journal before every read transaction in
+		// rollback mode; let the kernel remember that there is none. Only
+		// helper files: a virtual <db>-pos file can appear without a create
+		// passing through the kernel.
+		if kind, _ := classify(req.Name); kind != kindDB && errors.Is(err, syscall.ENOENT) {
+			return nil, fs.NegativeEntry{Valid: cacheTTL}
+		}
 		return nil, errno(err)
 	}
 	_ = rel

@@ -526,6 +526,12 @@ func (s *Server) Serve(fs FS) error {
 	return err
 }
 
+// NegativeEntry is returned by Lookup for a name that does not exist when
+// the kernel may cache that answer for Valid (litefs patch).
+type NegativeEntry struct{ Valid time.Duration }
+
+func (NegativeEntry) Error() string { return "no such entry (cacheable)" }
+
 // maxIdleReaders bounds the goroutines parked in read(2) after a burst.
 const maxIdleReaders = 4
 
@@ -1229,6 +1235,15 @@ func (c *Server) handleRequest(ctx context.Context, node Node, snode *serveNode,
 			return syscall.ENOENT
 		}
 		if err != nil {
+			// litefs patch: a negative entry with a timeout (node ID 0) lets
+			// the kernel cache "does not exist" answers.
+			var neg NegativeEntry
+			if errors.As(err, &neg) {
+				*s = fuse.LookupResponse{EntryValid: neg.Valid}
+				done(s)
+				r.Respond(s)
+				return nil
+			}
 			return err
 		}
 		if err := c.saveLookup(ctx, s, snode, r.Name, n2); err != nil {
