@@ -68,7 +68,7 @@ func (n *Node) Attr(ctx context.Context, a *fuse.Attr) error {
 
 // Lookup implements fs.NodeRequestLookuper.
 func (n *Node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.LookupResponse) (fs.Node, error) {
-	rel, abs := n.childPath(req.Name)
+	_, abs := n.childPath(req.Name)
 	var st syscall.Stat_t
 	if err := syscall.Lstat(abs, &st); err != nil {
 		if sp := n.fs.special(n, req.Name); sp != nil && errors.Is(err, syscall.ENOENT) {
@@ -84,7 +84,6 @@ func (n *Node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.L
 		}
 		return nil, errno(err)
 	}
-	_ = rel
 	resp.EntryValid = cacheTTL
 	return n.fs.nodeFor(st.Ino, n, req.Name, st.Mode&syscall.S_IFMT == syscall.S_IFDIR), nil
 }
@@ -203,11 +202,16 @@ func (n *Node) Mkdir(ctx context.Context, req *fuse.MkdirRequest) (fs.Node, erro
 		return nil, errno(err)
 	}
 	n.fs.chown(abs, req.Header)
+	return n.child(abs, req.Name)
+}
+
+// child returns the node of a file just created at abs under the name name.
+func (n *Node) child(abs, name string) (fs.Node, error) {
 	var st syscall.Stat_t
 	if err := syscall.Lstat(abs, &st); err != nil {
 		return nil, errno(err)
 	}
-	return n.fs.nodeFor(st.Ino, n, req.Name, true), nil
+	return n.fs.nodeFor(st.Ino, n, name, st.Mode&syscall.S_IFMT == syscall.S_IFDIR), nil
 }
 
 // Symlink implements fs.NodeSymlinker.
@@ -219,11 +223,7 @@ func (n *Node) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (fs.Node, 
 	if n.fs.uid == 0 {
 		_ = os.Lchown(abs, int(req.Uid), int(req.Gid))
 	}
-	var st syscall.Stat_t
-	if err := syscall.Lstat(abs, &st); err != nil {
-		return nil, errno(err)
-	}
-	return n.fs.nodeFor(st.Ino, n, req.NewName, false), nil
+	return n.child(abs, req.NewName)
 }
 
 // Readlink implements fs.NodeReadlinker.
@@ -263,11 +263,7 @@ func (n *Node) Mknod(ctx context.Context, req *fuse.MknodRequest) (fs.Node, erro
 		return nil, errno(err)
 	}
 	n.fs.chown(abs, req.Header)
-	var st syscall.Stat_t
-	if err := syscall.Lstat(abs, &st); err != nil {
-		return nil, errno(err)
-	}
-	return n.fs.nodeFor(st.Ino, n, req.Name, false), nil
+	return n.child(abs, req.Name)
 }
 
 // Setattr implements fs.NodeSetattrer.
