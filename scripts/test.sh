@@ -2,7 +2,8 @@
 # Runs the whole test suite, as CI does: formatting and vet, unit tests and
 # multi-process integration tests on real FUSE mounts (with -race), then
 # SQLite's own TCL test suite on a litefs mount compared with a plain
-# directory. Needs root; installs fuse3 and the TCL build deps itself.
+# directory, and a build and smoke test of the Consul agent. Needs root;
+# installs fuse3, curl and the TCL build deps itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
@@ -21,3 +22,7 @@ export LITEFS_REQUIRE_FUSE=1
 go test -race -count=1 -timeout 40m ./...
 
 ./tests/sqlitetcl/run-on-mount.sh
+
+# The Consul agent the lease tests will run against: built from the pinned
+# module (cached), and checked to elect itself leader on loopback.
+./tests/consul/smoke.sh
