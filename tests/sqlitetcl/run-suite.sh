@@ -48,10 +48,12 @@ if [[ $# -gt 0 ]]; then tests=("${@%.test}"); else tests=("${default_tests[@]}")
 # Per-script timeouts in seconds. On a plain directory (2-core CI VM) the
 # whole default list takes under a minute, the slowest scripts being crash
 # (~16 s), walcrash (~12 s), wal3 (~6 s) and trans (~5 s); everything else
-# takes 0-2 s. Timeouts leave 30x+ headroom for a slower FUSE layer while
-# still catching hangs. Scripts not listed get the default.
+# takes 0-2 s. On a litefs mount, per-commit costs make trans (~60 s), wal3
+# (40-250 s, depending on load), bigfile (~140 s, a 16 GB sparse database)
+# and crash (~60 s) the slow ones. Timeouts leave headroom for a loaded
+# machine while still catching hangs. Scripts not listed get the default.
 declare -A timeouts=(
-  [trans]=300 [pager1]=300 [wal3]=300 [walcrash]=600 [crash]=900 [bigfile]=900
+  [trans]=600 [pager1]=300 [wal3]=900 [walcrash]=600 [crash]=900 [bigfile]=900
 )
 readonly default_timeout=180
 scale=${SQLITE_TCL_TIMEOUT_SCALE:-1}
