@@ -20,9 +20,10 @@ func main() {
 		if errors.As(err, &ee) {
 			os.Exit(int(ee))
 		}
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "litefs:", err)
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0) // -h asked for the usage, which was printed
 		}
+		fmt.Fprintln(os.Stderr, "litefs:", err)
 		os.Exit(2)
 	}
 }
@@ -35,7 +36,7 @@ func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e))
 func run(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		usage()
-		return flag.ErrHelp
+		return fmt.Errorf("no command given")
 	}
 	switch args[0] {
 	case "mount":
