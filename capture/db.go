@@ -381,6 +381,7 @@ func (d *DB) write(tx store.Tx, kind string) error {
 		d.reg.log.Error("commit failed", "db", d.name, "err", err)
 		return err
 	}
+	d.reg.log.Debug("commit", "db", d.name, "kind", kind, "pos", pos, "pages", tx.Commit)
 	if d.reg.verify {
 		d.verify(pos, tx)
 	}
