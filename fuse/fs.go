@@ -171,6 +171,13 @@ func (f *FS) dropNode(n *Node) {
 	}
 }
 
+// dropInode forgets whatever node holds a deleted inode number.
+func (f *FS) dropInode(ino uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.nodes, ino)
+}
+
 func (f *FS) cachedNode(ino uint64) *Node {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -127,7 +127,7 @@ func (n *Node) open(flags int, perm os.FileMode, resp *fuse.OpenResponse) (*Hand
 	// The capture layer reads old page contents through the same descriptor,
 	// and WriteAt needs a descriptor without O_APPEND (the kernel already
 	// turned appends into offsets).
-	bflags := flags &^ (syscall.O_APPEND | syscall.O_TRUNC | syscall.O_ACCMODE)
+	bflags := backingFlags(flags)
 	if writable {
 		bflags |= syscall.O_RDWR
 	}
@@ -139,6 +139,14 @@ func (n *Node) open(flags int, perm os.FileMode, resp *fuse.OpenResponse) (*Hand
 		return nil, errno(err)
 	}
 	return n.newHandle(f, flags, resp)
+}
+
+// backingFlags are the open flags for the backing file, access mode aside:
+// no O_APPEND (the kernel already turned appends into offsets, and WriteAt
+// refuses O_APPEND files) and no O_TRUNC (truncation goes through the
+// capture layer in newHandle).
+func backingFlags(flags int) int {
+	return flags &^ (syscall.O_APPEND | syscall.O_TRUNC | syscall.O_ACCMODE)
 }
 
 // newHandle wraps an open backing file, applying O_TRUNC through the capture
@@ -175,7 +183,7 @@ func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.C
 		n.fs.cfg.Capture.DB(db).ResetWAL() // a new WAL file has no frames
 	}
 	flags := int(req.Flags) | syscall.O_CREAT
-	f, err := openFile(abs, (flags&^(syscall.O_APPEND|syscall.O_TRUNC|syscall.O_ACCMODE))|syscall.O_RDWR, req.Mode.Perm()&^req.Umask)
+	f, err := openFile(abs, backingFlags(flags)|syscall.O_RDWR, req.Mode.Perm()&^req.Umask)
 	if err != nil {
 		return nil, nil, errno(err)
 	}
@@ -367,9 +375,7 @@ func (n *Node) Remove(ctx context.Context, req *fuse.RemoveRequest) error {
 		return errno(err)
 	}
 	if req.Dir || st.Nlink <= 1 {
-		if old := n.fs.cachedNode(st.Ino); old != nil {
-			n.fs.dropNode(old)
-		}
+		n.fs.dropInode(st.Ino)
 	}
 	return nil
 }
@@ -429,9 +435,7 @@ func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fs.No
 		return errno(err)
 	}
 	if dstErr == nil && dst.Ino != src.Ino && dst.Nlink <= 1 {
-		if old := n.fs.cachedNode(dst.Ino); old != nil {
-			n.fs.dropNode(old)
-		}
+		n.fs.dropInode(dst.Ino)
 	}
 	if moved := n.fs.cachedNode(src.Ino); moved != nil {
 		moved.mu.Lock()

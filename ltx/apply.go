@@ -40,7 +40,7 @@ func ApplyFile(path string, db *os.File, verifyPre bool) (sltx.Header, sltx.Trai
 		return hdr, trailer, err
 	}
 	if verifyPre && !hdr.IsSnapshot() {
-		got, err := openChecksum(db, hdr.PageSize)
+		got, err := openChecksum(db)
 		if err != nil {
 			return hdr, trailer, fmt.Errorf("checksum before apply: %w", err)
 		}
@@ -90,7 +90,7 @@ func ApplyFile(path string, db *os.File, verifyPre bool) (sltx.Header, sltx.Trai
 
 // openChecksum checksums an open database file by its own header, which may
 // have a different page size than the LTX file about to replace it.
-func openChecksum(db *os.File, pageSize uint32) (sltx.Checksum, error) {
+func openChecksum(db *os.File) (sltx.Checksum, error) {
 	fi, err := db.Stat()
 	if err != nil {
 		return 0, err

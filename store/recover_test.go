@@ -22,6 +22,17 @@ func openTestStore(t *testing.T, dir string) *Store {
 	return s
 }
 
+// newDataDir returns a data directory and the path of database a.db in it.
+func newDataDir(t *testing.T) (dir, path string) {
+	t.Helper()
+	dir = t.TempDir()
+	path = filepath.Join(dir, "files", "a.db")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir, path
+}
+
 // makeDB creates a small SQLite database at path with SQLite itself.
 func makeDB(t *testing.T, path string, rows int) {
 	t.Helper()
@@ -39,9 +50,7 @@ func makeDB(t *testing.T, path string, rows int) {
 
 func TestRecover(t *testing.T) {
 	t.Run("ExistingDatabaseBecomesSnapshot", func(t *testing.T) {
-		dir := t.TempDir()
-		path := filepath.Join(dir, "files", "a.db")
-		os.MkdirAll(filepath.Dir(path), 0o755)
+		dir, path := newDataDir(t)
 		makeDB(t, path, 100)
 		s := openTestStore(t, dir)
 		db := s.DB("a.db")
@@ -57,9 +66,7 @@ func TestRecover(t *testing.T) {
 	t.Run("RollsForwardCommittedLTX", func(t *testing.T) {
 		// The node wrote the LTX file of a transaction and died before
 		// SQLite's own commit reached the database file.
-		dir := t.TempDir()
-		path := filepath.Join(dir, "files", "a.db")
-		os.MkdirAll(filepath.Dir(path), 0o755)
+		dir, path := newDataDir(t)
 		makeDB(t, path, 10)
 		s := openTestStore(t, dir)
 		before, _ := os.ReadFile(path)
@@ -88,9 +95,7 @@ func TestRecover(t *testing.T) {
 	})
 
 	t.Run("MismatchIsAnError", func(t *testing.T) {
-		dir := t.TempDir()
-		path := filepath.Join(dir, "files", "a.db")
-		os.MkdirAll(filepath.Dir(path), 0o755)
+		dir, path := newDataDir(t)
 		makeDB(t, path, 10)
 		s := openTestStore(t, dir)
 		s.Close()
@@ -102,9 +107,7 @@ func TestRecover(t *testing.T) {
 	})
 
 	t.Run("IncompleteNewestLTXIsDropped", func(t *testing.T) {
-		dir := t.TempDir()
-		path := filepath.Join(dir, "files", "a.db")
-		os.MkdirAll(filepath.Dir(path), 0o755)
+		dir, path := newDataDir(t)
 		makeDB(t, path, 10)
 		s := openTestStore(t, dir)
 		db := s.DB("a.db")
