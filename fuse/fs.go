@@ -29,6 +29,9 @@ const cacheTTL = time.Hour
 
 // Status is what the virtual files report about the node's role.
 type Status interface {
+	// IsPrimary reports whether this node accepts writes. It may change at
+	// any time (lease changes), so it is asked on every change.
+	IsPrimary() bool
 	// PrimaryHostname is "" on the primary itself.
 	PrimaryHostname() string
 	// Lag is the replication lag; ok is false before the first sync.
@@ -52,6 +55,12 @@ type FS struct {
 	log  *slog.Logger
 	root *Node
 	uid  int
+	pid  int
+
+	denied deniedSet // names whose refused writes were logged
+
+	lockMu    sync.Mutex
+	lockFiles map[string]*os.File // mount-side descriptors for apply locks
 
 	mu    sync.Mutex
 	nodes map[uint64]*Node // backing inode number -> node, so the kernel sees one inode per file
@@ -66,7 +75,7 @@ func New(cfg Config) *FS {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	f := &FS{cfg: cfg, log: cfg.Logger, nodes: map[uint64]*Node{}, uid: os.Geteuid()}
+	f := &FS{cfg: cfg, log: cfg.Logger, nodes: map[uint64]*Node{}, uid: os.Geteuid(), pid: os.Getpid(), lockFiles: map[string]*os.File{}}
 	f.root = &Node{fs: f, dir: true}
 	return f
 }

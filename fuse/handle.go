@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"syscall"
 
 	"bazil.org/fuse"
 	"bazil.org/fuse/fs"
@@ -45,6 +46,10 @@ func (h *Handle) Write(ctx context.Context, req *fuse.WriteRequest, resp *fuse.W
 	c := h.node.fs.cfg.Capture
 	var n int
 	var err error
+	if h.node.fs.replica() && kind != kindSHM {
+		h.node.fs.logDenied(rel)
+		return syscall.EACCES
+	}
 	switch kind {
 	case kindDB:
 		n, err = c.DB(db).WriteDB(h.file, req.Data, req.Offset)
@@ -74,7 +79,7 @@ func (h *Handle) Release(ctx context.Context, req *fuse.ReleaseRequest) error {
 	n.writers--
 	last := n.writers == 0
 	n.mu.Unlock()
-	if rel := n.relPath(); last {
+	if rel := n.relPath(); last && !n.fs.replica() {
 		if kind, db := classify(rel); kind == kindDB {
 			if cerr := n.fs.fail("commit on close", rel, n.fs.cfg.Capture.DB(db).ReleaseDB()); err == nil {
 				err = cerr

@@ -119,6 +119,11 @@ func (n *Node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenR
 	if req.Dir {
 		return n, nil
 	}
+	if req.Flags&fuse.OpenFlags(syscall.O_ACCMODE) != fuse.OpenReadOnly || req.Flags&fuse.OpenTruncate != 0 {
+		if err := n.fs.readOnly(req.Header, n.relPath(), false); err != nil {
+			return nil, err
+		}
+	}
 	return n.open(int(req.Flags), 0, resp)
 }
 
@@ -179,7 +184,10 @@ func (n *Node) newHandle(f *os.File, flags int, resp *fuse.OpenResponse) (*Handl
 // Create implements fs.NodeCreater.
 func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.CreateResponse) (fs.Node, fs.Handle, error) {
 	rel, abs := n.childPath(req.Name)
-	if kind, db := classify(rel); kind == kindWAL {
+	if err := n.fs.readOnly(req.Header, rel, true); err != nil {
+		return nil, nil, err
+	}
+	if kind, db := classify(rel); kind == kindWAL && !n.fs.replica() {
 		n.fs.cfg.Capture.DB(db).ResetWAL() // a new WAL file has no frames
 	}
 	flags := int(req.Flags) | syscall.O_CREAT
@@ -205,7 +213,10 @@ func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.C
 
 // Mkdir implements fs.NodeMkdirer.
 func (n *Node) Mkdir(ctx context.Context, req *fuse.MkdirRequest) (fs.Node, error) {
-	_, abs := n.childPath(req.Name)
+	rel, abs := n.childPath(req.Name)
+	if err := n.fs.readOnly(req.Header, rel, true); err != nil {
+		return nil, err
+	}
 	if err := os.Mkdir(abs, req.Mode.Perm()&^req.Umask|(req.Mode&(os.ModeSticky|os.ModeSetgid))); err != nil {
 		return nil, errno(err)
 	}
@@ -224,7 +235,10 @@ func (n *Node) child(abs, name string) (fs.Node, error) {
 
 // Symlink implements fs.NodeSymlinker.
 func (n *Node) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (fs.Node, error) {
-	_, abs := n.childPath(req.NewName)
+	rel, abs := n.childPath(req.NewName)
+	if err := n.fs.readOnly(req.Header, rel, true); err != nil {
+		return nil, err
+	}
 	if err := os.Symlink(req.Target, abs); err != nil {
 		return nil, errno(err)
 	}
@@ -246,7 +260,10 @@ func (n *Node) Link(ctx context.Context, req *fuse.LinkRequest, old fs.Node) (fs
 	if !ok {
 		return nil, syscall.EPERM
 	}
-	_, abs := n.childPath(req.NewName)
+	rel, abs := n.childPath(req.NewName)
+	if err := n.fs.readOnly(req.Header, rel, true); err != nil {
+		return nil, err
+	}
 	if err := os.Link(src.path(), abs); err != nil {
 		return nil, errno(err)
 	}
@@ -255,7 +272,10 @@ func (n *Node) Link(ctx context.Context, req *fuse.LinkRequest, old fs.Node) (fs
 
 // Mknod implements fs.NodeMknoder for FIFOs and sockets tools may create.
 func (n *Node) Mknod(ctx context.Context, req *fuse.MknodRequest) (fs.Node, error) {
-	_, abs := n.childPath(req.Name)
+	rel, abs := n.childPath(req.Name)
+	if err := n.fs.readOnly(req.Header, rel, true); err != nil {
+		return nil, err
+	}
 	mode := uint32(req.Mode.Perm() &^ req.Umask)
 	switch {
 	case req.Mode&os.ModeNamedPipe != 0:
@@ -277,6 +297,11 @@ func (n *Node) Mknod(ctx context.Context, req *fuse.MknodRequest) (fs.Node, erro
 // Setattr implements fs.NodeSetattrer.
 func (n *Node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse.SetattrResponse) error {
 	abs := n.path()
+	if req.Valid.Size() || req.Valid.Mode() || req.Valid.Uid() || req.Valid.Gid() {
+		if err := n.fs.readOnly(req.Header, n.relPath(), false); err != nil {
+			return err
+		}
+	}
 	if req.Valid.Size() {
 		f, err := openFile(abs, os.O_RDWR, 0)
 		if err != nil {
@@ -324,6 +349,9 @@ func (n *Node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse
 func (n *Node) truncate(f *os.File, size int64) error {
 	kind, db := classify(n.relPath())
 	c := n.fs.cfg.Capture
+	if n.fs.replica() {
+		kind = kindSHM // not captured
+	}
 	switch kind {
 	case kindDB:
 		return c.DB(db).TruncateDB(f, size)
@@ -347,6 +375,9 @@ func (n *Node) Fsync(ctx context.Context, req *fuse.FsyncRequest) error {
 	}
 	kind, db := classify(n.relPath())
 	c := n.fs.cfg.Capture
+	if n.fs.replica() {
+		kind = kindSHM // not captured
+	}
 	switch kind {
 	case kindDB:
 		err = c.DB(db).SyncDB(f)
@@ -363,6 +394,9 @@ func (n *Node) Fsync(ctx context.Context, req *fuse.FsyncRequest) error {
 // Remove implements fs.NodeRemover.
 func (n *Node) Remove(ctx context.Context, req *fuse.RemoveRequest) error {
 	rel, abs := n.childPath(req.Name)
+	if err := n.fs.readOnly(req.Header, rel, false); err != nil {
+		return err
+	}
 	var st syscall.Stat_t
 	if err := syscall.Lstat(abs, &st); err != nil {
 		return errno(err)
@@ -386,6 +420,9 @@ func (n *Node) Remove(ctx context.Context, req *fuse.RemoveRequest) error {
 func (f *FS) removeFile(rel string, remove func() error) error {
 	kind, db := classify(rel)
 	c := f.cfg.Capture
+	if f.replica() {
+		return remove()
+	}
 	switch kind {
 	case kindJournal:
 		return f.fail("remove journal", rel, c.DB(db).RemoveJournal(remove))
@@ -408,6 +445,10 @@ func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fs.No
 	}
 	oldRel, oldAbs := n.childPath(req.OldName)
 	newRel, newAbs := nd.childPath(req.NewName)
+	if n.fs.replica() {
+		n.fs.logDenied(oldRel)
+		return syscall.EACCES
+	}
 	var src, dst syscall.Stat_t
 	if err := syscall.Lstat(oldAbs, &src); err != nil {
 		return errno(err)

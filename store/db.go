@@ -20,6 +20,10 @@ type DB struct {
 	ltxDir string
 	sync   bool
 	nodeID uint64
+	notify func() // tells the store's watchers the position moved
+
+	applyMu sync.Mutex // serialises applies on a replica
+	file    *os.File   // read-write handle for applies, opened on demand
 
 	mu       sync.Mutex
 	pos      sltx.Pos
@@ -68,6 +72,12 @@ func (db *DB) LTXPath(txid sltx.TXID) string {
 // WriteTx encodes tx as the next transaction and advances the position. The
 // first transaction of a database is a snapshot and must hold every page.
 func (db *DB) WriteTx(tx Tx) (sltx.Pos, error) {
+	pos, err := db.writeTx(tx)
+	db.notify() // outside db.mu: the store takes its own lock first elsewhere
+	return pos, err
+}
+
+func (db *DB) writeTx(tx Tx) (sltx.Pos, error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 

@@ -107,8 +107,10 @@ func (s *Store) recoverDB(db *DB) error {
 		return fmt.Errorf("recover %s: checksum: %w", db.name, err)
 	}
 	if db.pos.TXID == 0 {
-		if hdr.PageSize == 0 {
-			return nil // empty file, nothing to record yet
+		if hdr.PageSize == 0 || s.cfg.ResyncOnMismatch {
+			// Nothing to record yet, or a replica's file that no position
+			// vouches for: the primary's snapshot will replace it.
+			return nil
 		}
 		return s.snapshotExisting(db, path, hdr, chksum)
 	}
@@ -116,7 +118,16 @@ func (s *Store) recoverDB(db *DB) error {
 		db.pageSize, db.commit = hdr.PageSize, hdr.PageN
 		return nil
 	}
-	return s.rollForward(db, path, chksum)
+	err = s.rollForward(db, path, chksum)
+	if errors.Is(err, ErrPositionMismatch) && s.cfg.ResyncOnMismatch {
+		s.log.Warn("database matches no position in its history; it will be replaced by a snapshot from the primary",
+			"db", db.name, "err", err)
+		db.removeHistory()
+		_ = os.Remove(filepath.Join(db.ltxDir, snapshotFile))
+		db.pos, db.pageSize, db.commit, db.syncedTo = sltx.Pos{}, 0, 0, 0
+		return db.createHistoryDir()
+	}
+	return err
 }
 
 // rollForward finds the transaction the database file is at and applies the
@@ -142,6 +153,14 @@ func (s *Store) rollForward(db *DB, path string, chksum sltx.Checksum) error {
 			break
 		}
 	}
+	if start < 0 && len(txids) > 0 && txids[len(txids)-1] == db.pos.TXID {
+		// A replica killed while applying the newest file leaves pages of
+		// both versions; writing all of that file's pages again completes
+		// it. ApplyFile checks the result against the file's checksum.
+		if ok := s.reapplyNewest(db, path); ok {
+			return nil
+		}
+	}
 	if start < 0 {
 		return fmt.Errorf("recover %s: file checksum %s, position %s, and no retained transaction matches: %w",
 			db.name, chksum, db.pos, ErrPositionMismatch)
@@ -160,6 +179,21 @@ func (s *Store) rollForward(db *DB, path string, chksum sltx.Checksum) error {
 		db.pageSize, db.commit = hdr.PageSize, hdr.Commit
 	}
 	return f.Sync()
+}
+
+// reapplyNewest writes the newest LTX file over the database file and
+// reports whether that reached the recorded position.
+func (s *Store) reapplyNewest(db *DB, path string) bool {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if _, _, err := ltx.ApplyFile(db.LTXPath(db.pos.TXID), f, false); err != nil {
+		return false
+	}
+	s.log.Info("completed a partly applied transaction", "db", db.name, "txid", db.pos.TXID)
+	return f.Sync() == nil
 }
 
 // snapshotExisting records a database that has no history as transaction 1.
@@ -206,7 +240,12 @@ func (db *DB) loadPos(log interface{ Warn(string, ...any) }) error {
 		db.pos = sltx.NewPos(hdr.MaxTXID, trailer.PostApplyChecksum)
 		db.syncedTo = hdr.MaxTXID
 		db.pageSize, db.commit = hdr.PageSize, hdr.Commit
-		return nil
+		break
+	}
+	if sp, ok := db.readSnapshotPos(); ok && sp.TXID >= db.pos.TXID {
+		db.pos = sltx.NewPos(sp.TXID, sp.Checksum)
+		db.syncedTo = sp.TXID
+		db.pageSize, db.commit = sp.PageSize, sp.Commit
 	}
 	return nil
 }

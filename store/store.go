@@ -29,6 +29,11 @@ type Config struct {
 	SkipSync bool
 	// NodeID is recorded in every LTX file this node writes.
 	NodeID uint64
+	// ResyncOnMismatch makes a database whose file matches no position in its
+	// history start over at position zero (a replica then receives a
+	// snapshot) instead of stopping the node. Replicas set it: their data is
+	// a copy, and the primary has the authoritative one.
+	ResyncOnMismatch bool
 	Logger *slog.Logger
 }
 
@@ -37,8 +42,10 @@ type Store struct {
 	cfg Config
 	log *slog.Logger
 
-	mu  sync.Mutex
-	dbs map[string]*DB
+	mu      sync.Mutex
+	dbs     map[string]*DB
+	changed chan struct{} // closed and replaced on every change; see Changed
+	guard   ApplyGuard
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -55,8 +62,9 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Store{cfg: cfg, log: cfg.Logger, dbs: map[string]*DB{}}
-	for _, dir := range []string{cfg.FilesDir(), cfg.ltxRoot()} {
+	s := &Store{cfg: cfg, log: cfg.Logger, dbs: map[string]*DB{}, changed: make(chan struct{})}
+	_ = os.RemoveAll(s.tmpDir()) // partial snapshots of an earlier run
+	for _, dir := range []string{cfg.FilesDir(), cfg.ltxRoot(), s.tmpDir()} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("create %s: %w", dir, err)
 		}
@@ -119,6 +127,7 @@ func (s *Store) CreateDB(name string) (*DB, error) {
 		return nil, fmt.Errorf("create db %s: %w", name, err)
 	}
 	s.dbs[name] = db
+	s.notifyLocked()
 	return db, nil
 }
 
@@ -128,10 +137,14 @@ func (s *Store) RemoveDB(name string) error {
 	s.mu.Lock()
 	db := s.dbs[name]
 	delete(s.dbs, name)
+	if db != nil {
+		s.notifyLocked()
+	}
 	s.mu.Unlock()
 	if db == nil {
 		return nil
 	}
+	db.closeFile()
 	if err := os.RemoveAll(db.ltxDir); err != nil {
 		return fmt.Errorf("remove db %s history: %w", name, err)
 	}
@@ -160,8 +173,10 @@ func (s *Store) RenameDB(oldName, newName string) error {
 	db.mu.Lock()
 	moved.pos, moved.pageSize, moved.commit, moved.syncedTo = db.pos, db.pageSize, db.commit, db.syncedTo
 	db.mu.Unlock()
+	db.closeFile()
 	delete(s.dbs, oldName)
 	s.dbs[newName] = moved
+	s.notifyLocked()
 	return nil
 }
 
@@ -171,6 +186,7 @@ func (s *Store) newDB(name string) *DB {
 		ltxDir: filepath.Join(s.cfg.ltxRoot(), historyDirName(name)),
 		sync:   !s.cfg.SkipSync,
 		nodeID: s.cfg.NodeID,
+		notify: s.notify,
 	}
 }
 

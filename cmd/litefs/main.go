@@ -41,6 +41,10 @@ func run(ctx context.Context, args []string) error {
 	switch args[0] {
 	case "mount":
 		return runMount(ctx, args[1:])
+	case "export":
+		return runExport(ctx, args[1:])
+	case "import":
+		return runImport(ctx, args[1:])
 	case "version":
 		fmt.Println(versionString())
 		return nil
@@ -60,6 +64,8 @@ Usage:
 
 Commands:
 	mount    mount the filesystem and serve the node (litefs mount -h)
+	export   copy a database out of a node (litefs export -h)
+	import   replace a database on the primary with a SQLite file (litefs import -h)
 	version  print the version
 `)
 }

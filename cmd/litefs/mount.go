@@ -16,6 +16,9 @@ import (
 	"time"
 
 	"github.com/replfs/litefs/capture"
+	"github.com/replfs/litefs/cluster"
+	lhttp "github.com/replfs/litefs/http"
+	"github.com/replfs/litefs/lease/static"
 	lfuse "github.com/replfs/litefs/fuse"
 	"github.com/replfs/litefs/store"
 )
@@ -85,8 +88,8 @@ func runMount(ctx context.Context, args []string) error {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if cfg.Lease.Type != LeaseTypeStatic || !cfg.Lease.Candidate {
-		return fmt.Errorf("lease.type %q with candidate=%v: only a static primary is supported by this build", cfg.Lease.Type, cfg.Lease.Candidate)
+	if cfg.Lease.Type != LeaseTypeStatic {
+		return fmt.Errorf("lease.type %q: only static leases are supported by this build", cfg.Lease.Type)
 	}
 
 	if path := os.Getenv("LITEFS_CPUPROFILE"); path != "" {
@@ -132,39 +135,72 @@ func runMount(ctx context.Context, args []string) error {
 
 // node is the set of running parts of a mounted node, closed in reverse order.
 type node struct {
-	store *store.Store
-	fs    *lfuse.FS
+	store   *store.Store
+	fs      *lfuse.FS
+	cluster *cluster.Node
+	http    *lhttp.Server
 }
 
 func startNode(cfg Config, mf mountFlags, log *slog.Logger) (*node, error) {
 	clearStaleMount(cfg.FUSE.Dir, log)
+	id := nodeID(cfg.Lease.Hostname)
 	st, err := store.Open(store.Config{
 		Dir:               cfg.Data.Dir,
 		Retention:         cfg.Data.Retention,
 		RetentionInterval: cfg.Data.RetentionMonitorInterval,
 		SkipSync:          cfg.SkipSync,
-		NodeID:            nodeID(cfg.Lease.Hostname),
-		Logger:            log,
+		NodeID:            id,
+		// A node that may follow another keeps no database the history
+		// cannot vouch for: the primary's snapshot replaces it.
+		ResyncOnMismatch: !(cfg.Lease.Type == LeaseTypeStatic && cfg.Lease.Candidate),
+		Logger:           log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	reg := capture.NewRegistry(st, capture.Options{Logger: log, Verify: mf.verify})
-	fsys := lfuse.New(lfuse.Config{
-		MountDir: cfg.FUSE.Dir, AllowOther: cfg.FUSE.AllowOther, Debug: cfg.FUSE.Debug,
-		Store: st, Capture: reg, Status: staticPrimary{}, Logger: log,
+	n := &node{store: st}
+	leaser := static.New(cfg.Lease.Candidate, cfg.Lease.Hostname, cfg.Lease.AdvertiseURL, "", cfg.Lease.AdvertiseURL)
+	n.cluster = cluster.New(cluster.Config{
+		Store: st, Leaser: leaser, Candidate: cfg.Lease.Candidate, NodeID: fmt.Sprintf("%016x", id),
+		ReconnectDelay: cfg.Lease.ReconnectDelay, Logger: log,
 	})
-	if err := fsys.Mount(); err != nil {
+	reg := capture.NewRegistry(st, capture.Options{Logger: log, Verify: mf.verify})
+	n.fs = lfuse.New(lfuse.Config{
+		MountDir: cfg.FUSE.Dir, AllowOther: cfg.FUSE.AllowOther, Debug: cfg.FUSE.Debug,
+		Store: st, Capture: reg, Status: n.cluster, Logger: log,
+	})
+	if err := n.fs.Mount(); err != nil {
 		_ = st.Close()
 		return nil, err
 	}
-	return &node{store: st, fs: fsys}, nil
+	st.SetApplyGuard(n.fs)
+	if err := n.cluster.Start(context.Background()); err != nil {
+		_ = n.close()
+		return nil, err
+	}
+	n.http = lhttp.NewServer(lhttp.ServerConfig{
+		Addr: cfg.HTTP.Addr, MountDir: cfg.FUSE.Dir, Store: st, Snapshot: reg, Node: n.cluster, Logger: log,
+	})
+	if err := n.http.Listen(); err != nil {
+		n.http = nil
+		_ = n.close()
+		return nil, err
+	}
+	return n, nil
 }
 
 func (n *node) close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return errors.Join(n.fs.Unmount(ctx), n.store.Close())
+	var errs []error
+	if n.http != nil {
+		errs = append(errs, n.http.Close())
+	}
+	if n.cluster != nil {
+		errs = append(errs, n.cluster.Close())
+	}
+	errs = append(errs, n.fs.Unmount(ctx), n.store.Close())
+	return errors.Join(errs...)
 }
 
 // clearStaleMount detaches a mount left behind by a node that was killed:
@@ -200,12 +236,6 @@ func runChild(argv []string, sigs <-chan os.Signal, log *slog.Logger) error {
 		}
 	}
 }
-
-// staticPrimary is the role of a node that is always the primary.
-type staticPrimary struct{}
-
-func (staticPrimary) PrimaryHostname() string    { return "" }
-func (staticPrimary) Lag() (time.Duration, bool) { return 0, true }
 
 func nodeID(hostname string) uint64 {
 	h := fnv.New64a()

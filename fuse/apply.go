@@ -1,0 +1,229 @@
+package fuse
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"bazil.org/fuse"
+	"github.com/replfs/litefs/store"
+	"golang.org/x/sys/unix"
+)
+
+// SQLite's lock bytes. Rollback mode locks ranges of the database file;
+// WAL mode locks bytes of the -shm file (WALINDEX_LOCK_OFFSET onwards).
+const (
+	pendingByte  = 0x40000000
+	reservedByte = pendingByte + 1
+	sharedFirst  = pendingByte + 2
+	sharedSize   = 510
+
+	shmLockOffset = 120 // WAL_WRITE_LOCK; then CKPT, RECOVER, READ(0..4)
+	shmLockCount  = 8
+)
+
+var _ store.ApplyGuard = (*FS)(nil)
+
+// LockForApply takes SQLite's locks on the database through this mount, the
+// way a writer would, so readers see a transaction applied whole or not at
+// all. Locks are open-file-description locks, which conflict with the
+// process-owned POSIX locks SQLite takes, and are granted by the kernel
+// (the mount leaves locking to it).
+//
+// Rollback mode: PENDING first (new readers back off with SQLITE_BUSY and
+// retry in their busy handler), then RESERVED, then the SHARED range once the
+// current readers finish. WAL mode: every lock byte of the -shm file, one at
+// a time, so readers queued on one slot move to the others instead of
+// starving the apply; readers that find them all taken retry inside SQLite.
+func (f *FS) LockForApply(ctx context.Context, name string, wal bool) (store.ApplyLock, error) {
+	l := &applyLock{fs: f, name: name, wal: wal}
+	var err error
+	if wal {
+		if l.file, err = f.lockFile(name+"-shm", os.O_RDWR|os.O_CREATE); err != nil {
+			return nil, err
+		}
+		for i := int64(0); i < shmLockCount && err == nil; i++ {
+			err = l.lock(ctx, shmLockOffset+i, 1)
+		}
+	} else {
+		if l.file, err = f.lockFile(name, os.O_RDWR); err != nil {
+			return nil, err
+		}
+		if err = l.lock(ctx, pendingByte, 1); err == nil {
+			if err = l.lock(ctx, reservedByte, 1); err == nil {
+				err = l.lock(ctx, sharedFirst, sharedSize)
+			}
+		}
+	}
+	if err != nil {
+		l.unlockAll()
+		return nil, fmt.Errorf("lock %s for apply: %w", name, err)
+	}
+	return l, nil
+}
+
+// lockFile returns this process's descriptor on a file of the mount, opened
+// once and kept, since every apply needs it.
+func (f *FS) lockFile(rel string, flags int) (*os.File, error) {
+	f.lockMu.Lock()
+	defer f.lockMu.Unlock()
+	if fd := f.lockFiles[rel]; fd != nil {
+		return fd, nil
+	}
+	fd, err := os.OpenFile(filepath.Join(f.cfg.MountDir, filepath.FromSlash(rel)), flags, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	f.lockFiles[rel] = fd
+	return fd, nil
+}
+
+func (f *FS) closeLockFiles(names ...string) {
+	f.lockMu.Lock()
+	defer f.lockMu.Unlock()
+	for _, n := range names {
+		if fd := f.lockFiles[n]; fd != nil {
+			_ = fd.Close()
+			delete(f.lockFiles, n)
+		}
+	}
+}
+
+type applyLock struct {
+	fs   *FS
+	name string
+	wal  bool
+	file *os.File
+}
+
+// lock takes a write lock on [start, start+n) of the lock file, retrying
+// with a short backoff while readers hold it.
+func (l *applyLock) lock(ctx context.Context, start, n int64) error {
+	flk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: start, Len: n}
+	delay := 20 * time.Microsecond
+	for {
+		err := unix.FcntlFlock(l.file.Fd(), unix.F_OFD_SETLK, &flk)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EACCES) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, time.Millisecond)
+	}
+}
+
+func (l *applyLock) unlockAll() {
+	if l.file == nil {
+		return
+	}
+	flk := unix.Flock_t{Type: unix.F_UNLCK, Whence: 0, Start: 0, Len: 0}
+	_ = unix.FcntlFlock(l.file.Fd(), unix.F_OFD_SETLK, &flk)
+}
+
+// Unlock drops the kernel's cached copies of what changed, tells WAL-mode
+// readers the database changed, and releases the locks.
+func (l *applyLock) Unlock(pages []uint32, pageSize uint32) error {
+	defer l.unlockAll()
+	err := l.fs.invalidate(l.name, pages, pageSize)
+	if l.wal {
+		err = errors.Join(err, bumpWALIndex(l.file))
+	}
+	return err
+}
+
+// invalidate drops cached pages and attributes of a database file.
+func (f *FS) invalidate(name string, pages []uint32, pageSize uint32) error {
+	var st syscall.Stat_t
+	if err := syscall.Stat(f.cfg.Store.Path(name), &st); err != nil {
+		return nil // never looked up by the kernel either
+	}
+	n := f.cachedNode(st.Ino)
+	if n == nil || f.srv == nil {
+		return nil
+	}
+	if pages == nil {
+		return ignoreNotCached(f.srv.InvalidateNodeData(n))
+	}
+	for _, pgno := range pages {
+		off := int64(pgno-1) * int64(pageSize)
+		if err := ignoreNotCached(f.srv.InvalidateNodeDataRange(n, off, int64(pageSize))); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func ignoreNotCached(err error) error {
+	if errors.Is(err, fuse.ErrNotCached) {
+		return nil
+	}
+	return err
+}
+
+// WAL-index header layout (native byte order, two copies of 48 bytes).
+const (
+	walIndexHdrSize = 48
+	walIndexChange  = 8  // iChange: bumped so readers drop their page cache
+	walIndexIsInit  = 12 // isInit
+	walIndexCksum   = 40 // aCksum over the first 40 bytes
+)
+
+// bumpWALIndex changes the WAL-index header's change counter. In WAL mode
+// SQLite decides whether its page cache is still valid by comparing this
+// header, not the database file, so without it readers would keep serving
+// pages from before the apply. An uninitialised header is left alone: the
+// next reader rebuilds it from the (empty) WAL and starts with a clean cache.
+func bumpWALIndex(shm *os.File) error {
+	var b [2 * walIndexHdrSize]byte
+	if n, _ := shm.ReadAt(b[:], 0); n < len(b) || b[walIndexIsInit] == 0 {
+		return nil
+	}
+	h := b[:walIndexHdrSize]
+	ne := binary.NativeEndian
+	ne.PutUint32(h[walIndexChange:], ne.Uint32(h[walIndexChange:])+1)
+	var s1, s2 uint32
+	for i := 0; i < walIndexCksum; i += 8 {
+		s1 += ne.Uint32(h[i:]) + s2
+		s2 += ne.Uint32(h[i+4:]) + s1
+	}
+	ne.PutUint32(h[walIndexCksum:], s1)
+	ne.PutUint32(h[walIndexCksum+4:], s2)
+	copy(b[walIndexHdrSize:], h)
+	_, err := shm.WriteAt(b[:], 0)
+	return err
+}
+
+// Removed forgets a database file deleted by an apply: its cached entries
+// and the descriptors held for locking.
+func (f *FS) Removed(name string) {
+	f.closeLockFiles(name, name+"-shm")
+	dir, base := path.Split(name)
+	parent := f.root
+	if dir = path.Clean(dir); dir != "." {
+		var st syscall.Stat_t
+		if err := syscall.Stat(f.cfg.Store.Path(dir), &st); err != nil {
+			return
+		}
+		if parent = f.cachedNode(st.Ino); parent == nil {
+			return
+		}
+	}
+	if f.srv == nil {
+		return
+	}
+	for _, suffix := range []string{"", "-wal", "-shm", "-journal"} {
+		_ = f.srv.InvalidateEntry(parent, base+suffix)
+	}
+}

@@ -1,0 +1,239 @@
+package http
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/replfs/litefs/store"
+	sltx "github.com/superfly/ltx"
+)
+
+// handleStream serves POST /stream on the primary: everything the replica
+// is missing, then every new transaction as it commits, until the replica
+// goes away, the server closes or this node stops being the primary.
+func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
+	if !s.cfg.Node.IsPrimary() {
+		w.Header().Set(headerPrimaryHostname, s.cfg.Node.PrimaryHostname())
+		s.httpError(w, r, http.StatusServiceUnavailable, "not the primary")
+		return
+	}
+	var req streamRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 16<<20)).Decode(&req); err != nil {
+		s.httpError(w, r, http.StatusBadRequest, "decode stream request: %v", err)
+		return
+	}
+	cid := s.cfg.Node.ClusterID()
+	if req.ClusterID != "" && req.ClusterID != cid {
+		s.httpError(w, r, http.StatusConflict, "cluster id mismatch: replica %q belongs to cluster %s, this primary to %s",
+			req.Hostname, req.ClusterID, cid)
+		return
+	}
+	have := map[string]sltx.Pos{}
+	for name, p := range req.Positions {
+		pos, err := sltx.ParsePos(p)
+		if err != nil || ValidateName(name) != nil {
+			s.httpError(w, r, http.StatusBadRequest, "bad position %q for %q", p, name)
+			return
+		}
+		have[name] = pos
+	}
+	w.Header().Set(headerClusterID, cid)
+	w.Header().Set(headerPrimaryHostname, s.cfg.Node.Hostname())
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+
+	s.log.Info("replica connected", "replica", req.Hostname, "addr", r.RemoteAddr, "databases", len(have))
+	st := &streamer{s: s, w: bufio.NewWriterSize(w, 256<<10), flush: rc.Flush, have: have, replica: req.Hostname}
+	err := st.run(r.Context())
+	if err != nil && !errors.Is(err, context.Canceled) {
+		s.log.Info("replica stream ended", "replica", req.Hostname, "err", err)
+	} else {
+		s.log.Info("replica disconnected", "replica", req.Hostname)
+	}
+}
+
+// streamer sends one replica what it is missing.
+type streamer struct {
+	s       *Server
+	w       *bufio.Writer
+	flush   func() error
+	have    map[string]sltx.Pos // what the replica has, as far as we know
+	replica string
+}
+
+func (st *streamer) run(ctx context.Context) error {
+	s := st.s
+	tick := time.NewTicker(s.cfg.HeartbeatInterval)
+	defer tick.Stop()
+	for {
+		// Take the channel before reading positions so a commit between the
+		// two wakes the next wait instead of being missed.
+		changed := s.cfg.Store.Changed()
+		if !s.cfg.Node.IsPrimary() {
+			return errors.New("no longer the primary")
+		}
+		if err := st.catchUp(ctx); err != nil {
+			return err
+		}
+		if err := writeHeartbeat(st.w, time.Now().UnixMilli()); err != nil {
+			return err
+		}
+		if err := st.send(); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-changed:
+		case <-tick.C:
+		}
+	}
+}
+
+func (st *streamer) send() error {
+	if err := st.w.Flush(); err != nil {
+		return err
+	}
+	return st.flush()
+}
+
+// catchUp sends every database's missing transactions and drops.
+func (st *streamer) catchUp(ctx context.Context) error {
+	live := map[string]bool{}
+	for _, db := range st.s.cfg.Store.DBs() {
+		if db.Pos().TXID == 0 {
+			continue
+		}
+		live[db.Name()] = true
+		if err := st.catchUpDB(ctx, db); err != nil {
+			return fmt.Errorf("stream %s: %w", db.Name(), err)
+		}
+	}
+	for name := range st.have {
+		if !live[name] {
+			if err := writeDropFrame(st.w, name); err != nil {
+				return err
+			}
+			delete(st.have, name)
+		}
+	}
+	return nil
+}
+
+func (st *streamer) catchUpDB(ctx context.Context, db *store.DB) error {
+	name := db.Name()
+	for {
+		cur := db.Pos()
+		have, ok := st.have[name]
+		if ok && have == cur {
+			return nil
+		}
+		if !ok || have.TXID == 0 || have.TXID >= cur.TXID {
+			// New to the replica, ahead of us, or the same TXID with another
+			// checksum (it committed something we never had): start over.
+			if ok && have.TXID != 0 {
+				st.s.log.Warn("replica position diverges from the primary: sending a snapshot",
+					"replica", st.replica, "db", name, "replica_pos", have, "primary_pos", cur)
+			}
+			return st.sendSnapshot(ctx, db)
+		}
+		next, err := st.sendLTX(db, have)
+		if errors.Is(err, errNotInHistory) {
+			st.s.log.Info("replica is behind the retained history: sending a snapshot",
+				"replica", st.replica, "db", name, "replica_pos", have, "primary_pos", cur)
+			return st.sendSnapshot(ctx, db)
+		} else if err != nil {
+			return err
+		}
+		st.have[name] = next
+		// Flush after every file: the replica applies as soon as it arrives.
+		if err := st.send(); err != nil {
+			return err
+		}
+	}
+}
+
+var errNotInHistory = errors.New("transaction not in retained history")
+
+// sendLTX sends the transaction after have, if it follows on from it.
+func (st *streamer) sendLTX(db *store.DB, have sltx.Pos) (sltx.Pos, error) {
+	f, err := os.Open(db.LTXPath(have.TXID + 1))
+	if os.IsNotExist(err) {
+		return have, errNotInHistory
+	} else if err != nil {
+		return have, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return have, err
+	}
+	hb := make([]byte, sltx.HeaderSize)
+	tb := make([]byte, sltx.TrailerSize)
+	if _, err := f.ReadAt(hb, 0); err != nil {
+		return have, errNotInHistory // being removed by retention, or partial
+	}
+	if _, err := f.ReadAt(tb, fi.Size()-sltx.TrailerSize); err != nil {
+		return have, errNotInHistory
+	}
+	var hdr sltx.Header
+	var trailer sltx.Trailer
+	if hdr.UnmarshalBinary(hb) != nil || trailer.UnmarshalBinary(tb) != nil {
+		return have, errNotInHistory
+	}
+	if hdr.PreApplyChecksum != have.PostApplyChecksum && !hdr.IsSnapshot() {
+		// Same TXID, different history: the replica diverged earlier.
+		return have, errNotInHistory
+	}
+	if err := writeLTXFrame(st.w, db.Name(), fi.Size()); err != nil {
+		return have, err
+	}
+	if _, err := io.Copy(st.w, io.NewSectionReader(f, 0, fi.Size())); err != nil {
+		return have, err
+	}
+	return sltx.NewPos(hdr.MaxTXID, trailer.PostApplyChecksum), nil
+}
+
+// sendSnapshot copies the database locally (commits wait only for that
+// copy), then streams the copy at the replica's pace.
+func (st *streamer) sendSnapshot(ctx context.Context, db *store.DB) error {
+	tmp, err := os.CreateTemp(st.s.cfg.Store.TmpDir(), "stream-snapshot-*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		tmp.Close()
+		os.Remove(tmp.Name())
+	}()
+	info, err := st.s.cfg.Snapshot.Snapshot(ctx, db.Name(), tmp)
+	if err != nil {
+		return err
+	}
+	h := snapshotHeader{TXID: info.Pos.TXID, Checksum: info.Pos.PostApplyChecksum, PageSize: info.PageSize, Commit: info.Commit}
+	if err := writeSnapshotFrame(st.w, db.Name(), h); err != nil {
+		return err
+	}
+	if err := st.send(); err != nil {
+		return err
+	}
+	if _, err := io.CopyBuffer(onlyWriter{st.w}, io.NewSectionReader(tmp, 0, h.size()), make([]byte, 1<<20)); err != nil {
+		return err
+	}
+	st.have[db.Name()] = info.Pos
+	st.s.log.Info("sent snapshot", "replica", st.replica, "db", db.Name(), "pos", info.Pos, "bytes", h.size())
+	return st.send()
+}
+
+// onlyWriter hides ReadFrom so CopyBuffer uses its large buffer.
+type onlyWriter struct{ w io.Writer }
+
+func (o onlyWriter) Write(p []byte) (int, error) { return o.w.Write(p) }
