@@ -116,6 +116,13 @@ func (f *FS) Unmount(ctx context.Context) error {
 	if f.conn == nil {
 		return nil
 	}
+	// Descriptors this process holds on its own mount would keep it busy.
+	f.lockMu.Lock()
+	for name, fd := range f.lockFiles {
+		_ = fd.Close()
+		delete(f.lockFiles, name)
+	}
+	f.lockMu.Unlock()
 	var err error
 	for i := 0; i < 50; i++ {
 		if err = fuse.Unmount(f.cfg.MountDir); err == nil {

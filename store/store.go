@@ -34,7 +34,7 @@ type Config struct {
 	// snapshot) instead of stopping the node. Replicas set it: their data is
 	// a copy, and the primary has the authoritative one.
 	ResyncOnMismatch bool
-	Logger *slog.Logger
+	Logger           *slog.Logger
 }
 
 // Store is the set of databases on a node.

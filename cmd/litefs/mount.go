@@ -17,9 +17,9 @@ import (
 
 	"github.com/replfs/litefs/capture"
 	"github.com/replfs/litefs/cluster"
+	lfuse "github.com/replfs/litefs/fuse"
 	lhttp "github.com/replfs/litefs/http"
 	"github.com/replfs/litefs/lease/static"
-	lfuse "github.com/replfs/litefs/fuse"
 	"github.com/replfs/litefs/store"
 )
 
