@@ -77,8 +77,6 @@ func (n *Node) Start(ctx context.Context) error {
 		n.primary.Store(lease.PrimaryInfo{Hostname: n.Hostname(), AdvertiseURL: n.cfg.Leaser.AdvertiseURL()})
 		n.isPrimary.Store(true)
 		n.log.Info("this node is the primary", "hostname", n.Hostname(), "cluster", n.ClusterID())
-		close(n.done)
-		n.cancel = func() {}
 		return nil
 	}
 	info, err := n.cfg.Leaser.PrimaryInfo(ctx)
@@ -87,18 +85,26 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.primary.Store(info)
 	n.log.Info("this node is a replica", "primary", info.AdvertiseURL)
+	return nil
+}
+
+// Run starts the role's background work: following the primary's stream on
+// a replica. Call it once the mount is up and applies can be guarded.
+func (n *Node) Run() {
+	if n.IsPrimary() {
+		return
+	}
 	rctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	go func() {
 		defer close(n.done)
 		_ = n.replica.Run(rctx)
 	}()
-	return nil
 }
 
 // Close stops the role's background work.
 func (n *Node) Close() error {
-	if n.cancel != nil {
+	if n.cancel != nil { // Run started a loop
 		n.cancel()
 		<-n.done
 	}

@@ -48,9 +48,7 @@ func (f *FS) LockForApply(ctx context.Context, name string, wal bool) (store.App
 		if l.file, err = f.lockFile(name+"-shm", os.O_RDWR|os.O_CREATE); err != nil {
 			return nil, err
 		}
-		for i := int64(0); i < shmLockCount && err == nil; i++ {
-			err = l.lock(ctx, shmLockOffset+i, 1)
-		}
+		err = l.lockWAL(ctx)
 	} else {
 		if l.file, err = f.lockFile(name, os.O_RDWR); err != nil {
 			return nil, err
@@ -68,6 +66,22 @@ func (f *FS) LockForApply(ctx context.Context, name string, wal bool) (store.App
 	return l, nil
 }
 
+// lockWAL takes every WAL lock. Readers of a replica's database (whose WAL
+// is always empty) read under READ(0) alone, so the other locks come
+// quickly; to get READ(0) while readers keep taking it, the checkpoint
+// info's nBackfill is first moved off mxFrame, which sends new readers to
+// the read-mark slots, all held here, where they retry inside SQLite until
+// Unlock restores it. Current READ(0) holders finish their transaction.
+func (l *applyLock) lockWAL(ctx context.Context) error {
+	for _, i := range []int64{0, 1, 2, 4, 5, 6, 7} { // all but READ(0), at 3
+		if err := l.lock(ctx, shmLockOffset+i, 1); err != nil {
+			return err
+		}
+	}
+	l.diverted = divertReaders(l.file)
+	return l.lock(ctx, shmLockOffset+3, 1)
+}
+
 // lockFile returns this process's descriptor on a file of the mount, opened
 // once and kept, since every apply needs it.
 func (f *FS) lockFile(rel string, flags int) (*os.File, error) {
@@ -76,10 +90,13 @@ func (f *FS) lockFile(rel string, flags int) (*os.File, error) {
 	if fd := f.lockFiles[rel]; fd != nil {
 		return fd, nil
 	}
-	fd, err := os.OpenFile(filepath.Join(f.cfg.MountDir, filepath.FromSlash(rel)), flags, 0o644)
+	// A raw open keeps the descriptor out of Go's epoll set.
+	path := filepath.Join(f.cfg.MountDir, filepath.FromSlash(rel))
+	raw, err := unix.Open(path, flags|unix.O_CLOEXEC, 0o644)
 	if err != nil {
-		return nil, err
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
+	fd := os.NewFile(uintptr(raw), path)
 	f.lockFiles[rel] = fd
 	return fd, nil
 }
@@ -96,17 +113,18 @@ func (f *FS) closeLockFiles(names ...string) {
 }
 
 type applyLock struct {
-	fs   *FS
-	name string
-	wal  bool
-	file *os.File
+	fs       *FS
+	name     string
+	wal      bool
+	file     *os.File
+	diverted bool // nBackfill was moved; Unlock puts it back
 }
 
 // lock takes a write lock on [start, start+n) of the lock file, retrying
 // with a short backoff while readers hold it.
 func (l *applyLock) lock(ctx context.Context, start, n int64) error {
 	flk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: start, Len: n}
-	delay := 20 * time.Microsecond
+	delay := 10 * time.Microsecond
 	for {
 		err := unix.FcntlFlock(l.file.Fd(), unix.F_OFD_SETLK, &flk)
 		if err == nil {
@@ -120,7 +138,7 @@ func (l *applyLock) lock(ctx context.Context, start, n int64) error {
 			return ctx.Err()
 		case <-time.After(delay):
 		}
-		delay = min(2*delay, time.Millisecond)
+		delay = min(2*delay, 200*time.Microsecond)
 	}
 }
 
@@ -138,7 +156,7 @@ func (l *applyLock) Unlock(pages []uint32, pageSize uint32) error {
 	defer l.unlockAll()
 	err := l.fs.invalidate(l.name, pages, pageSize)
 	if l.wal {
-		err = errors.Join(err, bumpWALIndex(l.file))
+		err = errors.Join(err, bumpWALIndex(l.file, l.diverted))
 	}
 	return err
 }
@@ -172,21 +190,39 @@ func ignoreNotCached(err error) error {
 	return err
 }
 
-// WAL-index header layout (native byte order, two copies of 48 bytes).
+// WAL-index layout (native byte order): two copies of the 48-byte header,
+// then the checkpoint info, whose first field is nBackfill.
 const (
-	walIndexHdrSize = 48
-	walIndexChange  = 8  // iChange: bumped so readers drop their page cache
-	walIndexIsInit  = 12 // isInit
-	walIndexCksum   = 40 // aCksum over the first 40 bytes
+	walIndexHdrSize   = 48
+	walIndexChange    = 8  // iChange: bumped so readers drop their page cache
+	walIndexIsInit    = 12 // isInit
+	walIndexMxFrame   = 16 // mxFrame
+	walIndexCksum     = 40 // aCksum over the first 40 bytes
+	walIndexNBackfill = 2 * walIndexHdrSize
+	walIndexPrefix    = walIndexNBackfill + 4
 )
+
+// divertReaders sets nBackfill to mxFrame+1 in an initialised WAL index, so
+// readers stop choosing READ(0), and reports whether it did.
+func divertReaders(shm *os.File) bool {
+	var b [walIndexPrefix]byte
+	if n, _ := shm.ReadAt(b[:], 0); n < len(b) || b[walIndexIsInit] == 0 {
+		return false
+	}
+	ne := binary.NativeEndian
+	ne.PutUint32(b[walIndexNBackfill:], ne.Uint32(b[walIndexMxFrame:])+1)
+	_, err := shm.WriteAt(b[walIndexNBackfill:], walIndexNBackfill)
+	return err == nil
+}
 
 // bumpWALIndex changes the WAL-index header's change counter. In WAL mode
 // SQLite decides whether its page cache is still valid by comparing this
 // header, not the database file, so without it readers would keep serving
-// pages from before the apply. An uninitialised header is left alone: the
-// next reader rebuilds it from the (empty) WAL and starts with a clean cache.
-func bumpWALIndex(shm *os.File) error {
-	var b [2 * walIndexHdrSize]byte
+// pages from before the apply. With restore, nBackfill goes back to mxFrame
+// in the same write. An uninitialised header is left alone: the next reader
+// rebuilds it from the (empty) WAL and starts with a clean cache.
+func bumpWALIndex(shm *os.File, restore bool) error {
+	var b [walIndexPrefix]byte
 	if n, _ := shm.ReadAt(b[:], 0); n < len(b) || b[walIndexIsInit] == 0 {
 		return nil
 	}
@@ -201,7 +237,12 @@ func bumpWALIndex(shm *os.File) error {
 	ne.PutUint32(h[walIndexCksum:], s1)
 	ne.PutUint32(h[walIndexCksum+4:], s2)
 	copy(b[walIndexHdrSize:], h)
-	_, err := shm.WriteAt(b[:], 0)
+	end := 2 * walIndexHdrSize
+	if restore {
+		ne.PutUint32(b[walIndexNBackfill:], ne.Uint32(h[walIndexMxFrame:]))
+		end = walIndexPrefix
+	}
+	_, err := shm.WriteAt(b[:end], 0)
 	return err
 }
 

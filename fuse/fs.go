@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -108,7 +109,22 @@ func (f *FS) Mount() error {
 	f.srv = fs.New(conn, &scfg)
 	f.done = make(chan error, 1)
 	go func() { f.done <- f.srv.Serve(f) }()
+	f.prime()
 	return nil
+}
+
+// prime opens and closes a file of the mount from this process while it
+// can still answer, so the kernel learns that FLUSH and POLL are not
+// implemented. Otherwise the first close of one of this process's own
+// descriptors on the mount could come while the process is being killed,
+// as a FLUSH nobody is left to answer, and its exit would hang.
+func (f *FS) prime() {
+	fd, err := os.Open(filepath.Join(f.cfg.MountDir, ".lag")) // registers with epoll: POLL
+	if err != nil {
+		f.log.Warn("priming the mount", "err", err)
+		return
+	}
+	_ = fd.Close() // FLUSH
 }
 
 // Unmount unmounts and waits for the server to stop.

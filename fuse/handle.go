@@ -64,8 +64,12 @@ func (h *Handle) Write(ctx context.Context, req *fuse.WriteRequest, resp *fuse.W
 	return errno(h.node.fs.fail("write", rel, err))
 }
 
-// Flush implements fs.HandleFlusher; writes are not buffered here.
-func (h *Handle) Flush(ctx context.Context, req *fuse.FlushRequest) error { return nil }
+// Flush implements fs.HandleFlusher. Writes are not buffered here, and
+// ENOSYS makes the kernel stop sending FLUSH on every close. That also
+// matters for this process's own descriptors on the mount (the apply
+// locks): a FLUSH sent while it is being killed would never be answered and
+// its exit would hang.
+func (h *Handle) Flush(ctx context.Context, req *fuse.FlushRequest) error { return syscall.ENOSYS }
 
 // Release implements fs.HandleReleaser. Closing the last writable handle on a
 // database written without a journal commits it.
@@ -87,4 +91,12 @@ func (h *Handle) Release(ctx context.Context, req *fuse.ReleaseRequest) error {
 		}
 	}
 	return errno(err)
+}
+
+// Poll implements fs.HandlePoller. ENOSYS makes the kernel stop asking: Go
+// registers every file it opens with epoll, which would otherwise cost a
+// round trip per open (and, for this process's own opens, a request to
+// itself).
+func (h *Handle) Poll(ctx context.Context, req *fuse.PollRequest, resp *fuse.PollResponse) error {
+	return syscall.ENOSYS
 }

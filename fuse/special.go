@@ -108,3 +108,10 @@ func (f *FS) primaryContent() (string, bool) {
 	h := f.cfg.Status.PrimaryHostname()
 	return h + "\n", h != ""
 }
+
+// Flush and Poll answer ENOSYS like regular handles (see Handle.Flush).
+func (s *specialNode) Flush(ctx context.Context, req *fuse.FlushRequest) error { return syscall.ENOSYS }
+
+func (s *specialNode) Poll(ctx context.Context, req *fuse.PollRequest, resp *fuse.PollResponse) error {
+	return syscall.ENOSYS
+}

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"database/sql"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,29 +61,73 @@ type Node struct {
 	cmd     *exec.Cmd
 	exited  chan error
 	logPath string
+	Port    int
 }
 
 func newNode(t *testing.T) *Node {
+	return newNodeWith(t, NodeConfig{Hostname: "node1", Candidate: true})
+}
+
+// NodeConfig describes one node of a test cluster.
+type NodeConfig struct {
+	Hostname  string
+	Candidate bool
+	// PrimaryURL is the static primary's API URL (replicas only).
+	PrimaryURL string
+	// Data is appended under data: (indented two spaces), Extra at the end.
+	Data  string
+	Extra string
+}
+
+// newNodeWith creates a node on its own loopback port.
+func newNodeWith(t *testing.T, nc NodeConfig) *Node {
 	t.Helper()
 	requireFUSE(t)
 	dir := t.TempDir()
-	n := &Node{t: t, Dir: dir, MntDir: filepath.Join(dir, "mnt"), DataDir: filepath.Join(dir, "data"), logPath: filepath.Join(dir, "litefs.log")}
+	n := &Node{t: t, Dir: dir, MntDir: filepath.Join(dir, "mnt"), DataDir: filepath.Join(dir, "data"),
+		logPath: filepath.Join(dir, "litefs.log"), Port: freePort(t)}
+	n.Configure(nc)
+	t.Cleanup(func() { n.Kill(); n.detach() })
+	return n
+}
+
+// Configure (re)writes the node's config file; it takes effect at Start.
+func (n *Node) Configure(nc NodeConfig) {
+	n.t.Helper()
+	adv := nc.PrimaryURL
+	if nc.Candidate {
+		adv = n.URL()
+	}
 	cfg := fmt.Sprintf(`fuse:
   dir: %q
 data:
   dir: %q
+%s
 lease:
   type: "static"
-  candidate: true
-  hostname: "node1"
+  candidate: %v
+  hostname: %q
+  advertise-url: %q
+  reconnect-delay: 100ms
 http:
-  addr: "127.0.0.1:0"
-`, n.MntDir, n.DataDir)
-	if err := os.WriteFile(filepath.Join(dir, "litefs.yml"), []byte(cfg), 0o644); err != nil {
+  addr: "127.0.0.1:%d"
+%s`, n.MntDir, n.DataDir, nc.Data, nc.Candidate, nc.Hostname, adv, n.Port, nc.Extra)
+	if err := os.WriteFile(filepath.Join(n.Dir, "litefs.yml"), []byte(cfg), 0o644); err != nil {
+		n.t.Fatal(err)
+	}
+}
+
+// URL is the node's API address.
+func (n *Node) URL() string { return fmt.Sprintf("http://127.0.0.1:%d", n.Port) }
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { n.Kill(); n.detach() })
-	return n
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // Start runs the node and waits for its mount to be ready.
@@ -153,7 +198,7 @@ func (n *Node) Kill() {
 }
 
 func (n *Node) detach() {
-	if mounted(n.MntDir) {
+	for i := 0; i < 10 && mounted(n.MntDir); i++ {
 		_ = syscall.Unmount(n.MntDir, syscall.MNT_DETACH)
 	}
 }

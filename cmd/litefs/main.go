@@ -41,6 +41,8 @@ func run(ctx context.Context, args []string) error {
 	switch args[0] {
 	case "mount":
 		return runMount(ctx, args[1:])
+	case watchdogCmd:
+		return runWatchdog(args[1:])
 	case "export":
 		return runExport(ctx, args[1:])
 	case "import":

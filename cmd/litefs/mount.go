@@ -164,6 +164,12 @@ func startNode(cfg Config, mf mountFlags, log *slog.Logger) (*node, error) {
 		Store: st, Leaser: leaser, Candidate: cfg.Lease.Candidate, NodeID: fmt.Sprintf("%016x", id),
 		ReconnectDelay: cfg.Lease.ReconnectDelay, Logger: log,
 	})
+	// The role is known before the mount serves its first request, so a
+	// primary is never read-only for a moment and a replica never writable.
+	if err := n.cluster.Start(context.Background()); err != nil {
+		_ = st.Close()
+		return nil, err
+	}
 	reg := capture.NewRegistry(st, capture.Options{Logger: log, Verify: mf.verify})
 	n.fs = lfuse.New(lfuse.Config{
 		MountDir: cfg.FUSE.Dir, AllowOther: cfg.FUSE.AllowOther, Debug: cfg.FUSE.Debug,
@@ -173,11 +179,11 @@ func startNode(cfg Config, mf mountFlags, log *slog.Logger) (*node, error) {
 		_ = st.Close()
 		return nil, err
 	}
-	st.SetApplyGuard(n.fs)
-	if err := n.cluster.Start(context.Background()); err != nil {
-		_ = n.close()
-		return nil, err
+	if err := startWatchdog(cfg.FUSE.Dir); err != nil {
+		log.Warn("no watchdog for the mount: if this process is killed it may hang until the mount is aborted", "err", err)
 	}
+	st.SetApplyGuard(n.fs)
+	n.cluster.Run()
 	n.http = lhttp.NewServer(lhttp.ServerConfig{
 		Addr: cfg.HTTP.Addr, MountDir: cfg.FUSE.Dir, Store: st, Snapshot: reg, Node: n.cluster, Logger: log,
 	})
@@ -205,10 +211,18 @@ func (n *node) close() error {
 
 // clearStaleMount detaches a mount left behind by a node that was killed:
 // its directory fails with ENOTCONN and a new mount on top would fail.
+// statfs always asks the filesystem (stat may be answered from the
+// kernel's attribute cache), so it tells a dead mount from a live one.
 func clearStaleMount(dir string, log *slog.Logger) {
-	if _, err := os.Stat(dir); errors.Is(err, syscall.ENOTCONN) {
+	for i := 0; i < 10; i++ {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(dir, &st); !errors.Is(err, syscall.ENOTCONN) {
+			return
+		}
 		log.Warn("detaching stale mount left by a previous run", "dir", dir)
-		_ = syscall.Unmount(dir, syscall.MNT_DETACH)
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			return
+		}
 	}
 }
 
