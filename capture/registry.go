@@ -90,3 +90,17 @@ func (r *Registry) Rename(oldName, newName string) error {
 	}
 	return r.store.RenameDB(oldName, newName)
 }
+
+// Reset forgets every database's capture state, when this node becomes the
+// primary after applying other nodes' transactions.
+func (r *Registry) Reset() {
+	r.mu.Lock()
+	dbs := r.dbs
+	r.dbs = map[string]*DB{}
+	r.mu.Unlock()
+	for _, d := range dbs {
+		d.mu.Lock()
+		d.reset()
+		d.mu.Unlock()
+	}
+}

@@ -30,9 +30,10 @@ const cacheTTL = time.Hour
 
 // Status is what the virtual files report about the node's role.
 type Status interface {
-	// IsPrimary reports whether this node accepts writes. It may change at
-	// any time (lease changes), so it is asked on every change.
-	IsPrimary() bool
+	// Writable reports whether this node accepts writes: it is the primary
+	// and not handing the role off. It may change at any time (lease
+	// changes), so it is asked on every change.
+	Writable() bool
 	// PrimaryHostname is "" on the primary itself.
 	PrimaryHostname() string
 	// Lag is the replication lag; ok is false before the first sync.

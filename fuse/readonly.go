@@ -22,7 +22,7 @@ import (
 // readOnly is the error for a change an application asks of a replica, or
 // nil when the change is allowed.
 func (f *FS) readOnly(h fuse.Header, rel string, create bool) error {
-	if f.cfg.Status.IsPrimary() || f.isSelf(h.Pid) {
+	if f.cfg.Status.Writable() || f.isSelf(h.Pid) {
 		return nil
 	}
 	kind, db := classify(rel)
@@ -37,7 +37,7 @@ func (f *FS) readOnly(h fuse.Header, rel string, create bool) error {
 
 // replica reports whether writes skip the capture layer: a replica's files
 // are changed only by applies, never captured.
-func (f *FS) replica() bool { return !f.cfg.Status.IsPrimary() }
+func (f *FS) replica() bool { return !f.cfg.Status.Writable() }
 
 // isSelf reports whether a request comes from this process. The kernel
 // sends the calling thread's ID, so any of our threads counts.

@@ -55,6 +55,7 @@ type Replica struct {
 	log *slog.Logger
 
 	lastPrimaryTS atomic.Int64 // primary clock (Unix ms) of the last heartbeat, 0 before any
+	behind        atomic.Bool  // a frame arrived and no heartbeat after it yet
 	primaryHost   atomic.Value // string
 
 	mu    sync.Mutex
@@ -92,6 +93,11 @@ func (r *Replica) Lag() (time.Duration, bool) {
 	}
 	return max(0, time.Since(time.UnixMilli(ts))), true
 }
+
+// CaughtUp reports whether, as far as this replica knows, it has every
+// transaction of the primary it last streamed from: the last frame it got
+// was a heartbeat, which the primary sends only when it has nothing more.
+func (r *Replica) CaughtUp() bool { return !r.behind.Load() }
 
 // PrimaryHostname is the hostname of the primary last streamed from.
 func (r *Replica) PrimaryHostname() string { return r.primaryHost.Load().(string) }
@@ -199,6 +205,7 @@ func (r *Replica) stream(ctx context.Context, url string) error {
 const idleTimeout = 10 * time.Second
 
 func (r *Replica) handle(ctx context.Context, br *bufio.Reader, t frameType) error {
+	r.behind.Store(t != frameHeartbeat)
 	if t == frameHeartbeat {
 		var ts int64
 		if err := binary.Read(br, binary.BigEndian, &ts); err != nil {

@@ -55,6 +55,9 @@ type Server struct {
 	ctx    context.Context // cancelled on Close: ends open streams
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	streamsMu sync.Mutex
+	streams   map[*streamer]bool // open replica streams, for handoff
 }
 
 // NewServer returns a server; Listen starts it.
@@ -65,13 +68,15 @@ func NewServer(cfg ServerConfig) *Server {
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = time.Second
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger}
+	s := &Server{cfg: cfg, log: cfg.Logger, streams: map[*streamer]bool{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /stream", s.handleStream)
 	mux.HandleFunc("GET /info", s.handleInfo)
 	mux.HandleFunc("GET /export", s.handleExport)
 	mux.HandleFunc("POST /import", s.handleImport)
+	mux.HandleFunc("POST /handoff", s.handleHandoff)
+	mux.HandleFunc("POST /promote", s.handlePromote)
 	s.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/replfs/litefs/store"
@@ -53,6 +54,14 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 
 	s.log.Info("replica connected", "replica", req.Hostname, "addr", r.RemoteAddr, "databases", len(have))
 	st := &streamer{s: s, w: bufio.NewWriterSize(w, 256<<10), flush: rc.Flush, have: have, replica: req.Hostname}
+	s.streamsMu.Lock()
+	s.streams[st] = true
+	s.streamsMu.Unlock()
+	defer func() {
+		s.streamsMu.Lock()
+		delete(s.streams, st)
+		s.streamsMu.Unlock()
+	}()
 	err := st.run(r.Context())
 	if err != nil && !errors.Is(err, context.Canceled) {
 		s.log.Info("replica stream ended", "replica", req.Hostname, "err", err)
@@ -66,8 +75,40 @@ type streamer struct {
 	s       *Server
 	w       *bufio.Writer
 	flush   func() error
-	have    map[string]sltx.Pos // what the replica has, as far as we know
 	replica string
+
+	mu   sync.Mutex
+	have map[string]sltx.Pos // what the replica has, as far as we know
+}
+
+// caughtUp reports whether some stream to the replica called host has sent
+// every database at its current position.
+func (s *Server) caughtUp(host string) bool {
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	for st := range s.streams {
+		if st.replica == host && st.caughtUp() {
+			return true
+		}
+	}
+	return false
+}
+
+func (st *streamer) caughtUp() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, db := range st.s.cfg.Store.DBs() {
+		if pos := db.Pos(); pos.TXID > 0 && st.have[db.Name()] != pos {
+			return false
+		}
+	}
+	return true
+}
+
+func (st *streamer) setHave(name string, pos sltx.Pos) {
+	st.mu.Lock()
+	st.have[name] = pos
+	st.mu.Unlock()
 }
 
 func (st *streamer) run(ctx context.Context) error {
@@ -123,7 +164,9 @@ func (st *streamer) catchUp(ctx context.Context) error {
 			if err := writeDropFrame(st.w, name); err != nil {
 				return err
 			}
+			st.mu.Lock()
 			delete(st.have, name)
+			st.mu.Unlock()
 		}
 	}
 	return nil
@@ -154,7 +197,7 @@ func (st *streamer) catchUpDB(ctx context.Context, db *store.DB) error {
 		} else if err != nil {
 			return err
 		}
-		st.have[name] = next
+		st.setHave(name, next)
 		// Flush after every file: the replica applies as soon as it arrives.
 		if err := st.send(); err != nil {
 			return err
@@ -228,7 +271,7 @@ func (st *streamer) sendSnapshot(ctx context.Context, db *store.DB) error {
 	if _, err := io.CopyBuffer(onlyWriter{st.w}, io.NewSectionReader(tmp, 0, h.size()), make([]byte, 1<<20)); err != nil {
 		return err
 	}
-	st.have[db.Name()] = info.Pos
+	st.setHave(db.Name(), info.Pos)
 	st.s.log.Info("sent snapshot", "replica", st.replica, "db", db.Name(), "pos", info.Pos, "bytes", h.size())
 	return st.send()
 }

@@ -77,6 +77,8 @@ type NodeConfig struct {
 	// Data is appended under data: (indented two spaces), Extra at the end.
 	Data  string
 	Extra string
+	// ConsulURL makes the lease a Consul lease on that agent.
+	ConsulURL string
 }
 
 // newNodeWith creates a node on its own loopback port.
@@ -98,20 +100,34 @@ func (n *Node) Configure(nc NodeConfig) {
 	if nc.Candidate {
 		adv = n.URL()
 	}
+	leaseCfg := fmt.Sprintf(`lease:
+  type: "static"
+  candidate: %v
+  hostname: %q
+  advertise-url: %q
+  reconnect-delay: 100ms`, nc.Candidate, nc.Hostname, adv)
+	if nc.ConsulURL != "" {
+		leaseCfg = fmt.Sprintf(`lease:
+  type: "consul"
+  candidate: %v
+  hostname: %q
+  advertise-url: %q
+  reconnect-delay: 100ms
+  demote-delay: 3s
+  consul:
+    url: %q
+    ttl: 10s
+    lock-delay: 1s`, nc.Candidate, nc.Hostname, n.URL(), nc.ConsulURL)
+	}
 	cfg := fmt.Sprintf(`fuse:
   dir: %q
 data:
   dir: %q
 %s
-lease:
-  type: "static"
-  candidate: %v
-  hostname: %q
-  advertise-url: %q
-  reconnect-delay: 100ms
+%s
 http:
   addr: "127.0.0.1:%d"
-%s`, n.MntDir, n.DataDir, nc.Data, nc.Candidate, nc.Hostname, adv, n.Port, nc.Extra)
+%s`, n.MntDir, n.DataDir, nc.Data, leaseCfg, n.Port, nc.Extra)
 	if err := os.WriteFile(filepath.Join(n.Dir, "litefs.yml"), []byte(cfg), 0o644); err != nil {
 		n.t.Fatal(err)
 	}

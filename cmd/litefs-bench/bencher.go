@@ -195,19 +195,24 @@ func (b *bencher) round(ctx context.Context, w workload, name string, r int) (la
 			return lanes, err
 		}
 	}
-	// Starting at turn r alternates the first side between rounds, and
-	// within a round the order is ABBA..., so neither side always runs
-	// right after the other's writes.
+	return lanes, b.interleave(ctx, lanes, r)
+}
+
+// interleave runs two open lanes (plain first) in turns of cfg.slice until
+// each has used its time or step budget. Starting at turn r alternates the
+// first side between rounds, and within a round the order is ABBA..., so
+// neither side always runs right after the other's writes.
+func (b *bencher) interleave(ctx context.Context, lanes [2]*lane, r int) error {
 	for turn := r; !lanes[0].done() || !lanes[1].done(); turn++ {
 		for _, side := range roundOrder(turn) {
 			if l := lanes[laneIndex(side)]; !l.done() {
 				if err := l.runSlice(ctx, b.cfg.slice); err != nil {
-					return lanes, fmt.Errorf("%s: %w", l.side, err)
+					return fmt.Errorf("%s: %w", l.side, err)
 				}
 			}
 		}
 	}
-	return lanes, nil
+	return nil
 }
 
 // laneIndex is a side's index in a round's lanes.

@@ -170,6 +170,31 @@ func unescapeMountinfo(s string) string {
 	return b.String()
 }
 
+// mountinfoHasUnder reports whether a mountinfo text lists dir or any
+// mount point below it.
+func mountinfoHasUnder(mountinfo, dir string) bool {
+	root := filepath.Clean(dir)
+	for _, line := range strings.Split(mountinfo, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mp := unescapeMountinfo(f[4])
+		if mp == root || strings.HasPrefix(mp, root+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// hasMountUnder reports whether dir or anything below it is mounted, so
+// that a scratch dir with a mount left in it is kept rather than removed
+// through FUSE.
+func hasMountUnder(dir string) bool {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	return err != nil || mountinfoHasUnder(string(data), dir)
+}
+
 // isMounted reports whether dir is currently a mount point.
 func isMounted(dir string) bool {
 	data, err := os.ReadFile("/proc/self/mountinfo")

@@ -25,7 +25,9 @@ const (
 // litefsProc is a litefs child process serving mnt.
 type litefsProc struct {
 	bin     string
+	name    string // hostname, for messages
 	cmd     *exec.Cmd
+	started time.Time // just before the process was started
 	mnt     string
 	logPath string
 	logFile *os.File
@@ -85,48 +87,88 @@ func yamlString(s string) string {
 	return string(b)
 }
 
+// nodeSpec describes one litefs node the bench starts: its files live
+// under dir (mnt/, data/, litefs.yml, litefs.log).
+type nodeSpec struct {
+	dir       string
+	hostname  string
+	port      int
+	candidate bool   // true: a static primary advertising its own URL
+	primary   string // replicas: the primary's API URL
+	env       []string
+}
+
+func (n nodeSpec) mnt() string  { return filepath.Join(n.dir, "mnt") }
+func (n nodeSpec) data() string { return filepath.Join(n.dir, "data") }
+func (n nodeSpec) url() string  { return fmt.Sprintf("http://127.0.0.1:%d", n.port) }
+
 // litefsConfig renders the single-node config the bench runs litefs with.
 func litefsConfig(mnt, data string, port int) (string, error) {
+	return nodeConfig(mnt, data, nodeSpec{hostname: "bench", port: port, candidate: true})
+}
+
+// nodeConfig renders a static-lease config: a candidate is the primary and
+// advertises its own URL; a replica names the primary's URL instead.
+func nodeConfig(mnt, data string, n nodeSpec) (string, error) {
 	// litefs expands $VAR in config values; a '$' in a path would be
 	// silently rewritten, so refuse it instead.
 	if strings.Contains(mnt+data, "$") {
 		return "", fmt.Errorf("paths must not contain '$' (litefs expands env vars): %q, %q", mnt, data)
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	addr := fmt.Sprintf("127.0.0.1:%d", n.port)
+	adv := n.primary
+	if n.candidate {
+		adv = "http://" + addr
+	}
+	if adv == "" {
+		return "", errors.New("a replica needs the primary's URL")
+	}
+	// A replica reconnects quickly: the bench starts it right after the
+	// primary and must not wait out the default 1s back-off.
 	return fmt.Sprintf(`fuse:
   dir: %s
 data:
   dir: %s
 lease:
   type: "static"
-  candidate: true
-  hostname: "bench"
+  candidate: %v
+  hostname: %s
   advertise-url: %s
+  reconnect-delay: "100ms"
 http:
   addr: %s
-`, yamlString(mnt), yamlString(data), yamlString("http://"+addr), yamlString(addr)), nil
+`, yamlString(mnt), yamlString(data), n.candidate, yamlString(n.hostname), yamlString(adv), yamlString(addr)), nil
 }
 
-// startLitefs writes the config, starts `litefs mount` and waits until the
-// mount answers. On failure the child is stopped and its log tail shown.
+// startLitefs starts the single-node primary of the main workloads in work.
 func startLitefs(ctx context.Context, bin, work string, port int, logf func(string, ...any)) (*litefsProc, error) {
+	return startNode(ctx, bin, nodeSpec{dir: work, hostname: "bench", port: port, candidate: true}, readyPoll, logf)
+}
+
+// readyPoll is how often startNode looks for the mount by default.
+const readyPoll = 50 * time.Millisecond
+
+// startNode writes n's config, starts `litefs mount` and waits until the
+// mount answers, looking every poll. On failure the child is stopped and
+// its log tail shown.
+func startNode(ctx context.Context, bin string, n nodeSpec, poll time.Duration, logf func(string, ...any)) (*litefsProc, error) {
 	p := &litefsProc{
 		bin:     bin,
-		mnt:     filepath.Join(work, "mnt"),
-		logPath: filepath.Join(work, "litefs.log"),
+		name:    n.hostname,
+		mnt:     n.mnt(),
+		logPath: filepath.Join(n.dir, "litefs.log"),
 		exited:  make(chan struct{}),
 	}
-	data := filepath.Join(work, "data")
-	for _, d := range []string{p.mnt, data} {
-		if err := os.Mkdir(d, 0o755); err != nil {
+	for _, d := range []string{n.dir, p.mnt, n.data()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
 	}
-	conf, err := litefsConfig(p.mnt, data, port)
+	conf, err := nodeConfig(p.mnt, n.data(), n)
 	if err != nil {
 		return nil, err
 	}
-	confPath := filepath.Join(work, "litefs.yml")
+	confPath := filepath.Join(n.dir, "litefs.yml")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, fmt.Errorf("write config: %w", err)
 	}
@@ -137,9 +179,13 @@ func startLitefs(ctx context.Context, bin, work string, port int, logf func(stri
 	// log survives for -keep.
 	p.cmd = exec.Command(bin, "mount", "-config", confPath)
 	p.cmd.Stdout, p.cmd.Stderr = p.logFile, p.logFile
+	if len(n.env) > 0 {
+		p.cmd.Env = append(os.Environ(), n.env...)
+	}
 	// Own process group: ^C reaches only the bench, which then shuts
 	// litefs down in order instead of racing its unmount with open DBs.
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	p.started = time.Now()
 	if err := p.cmd.Start(); err != nil {
 		p.logFile.Close()
 		return nil, fmt.Errorf("start %s: %w", bin, err)
@@ -148,8 +194,8 @@ func startLitefs(ctx context.Context, bin, work string, port int, logf func(stri
 		p.waitErr = p.cmd.Wait()
 		close(p.exited)
 	}()
-	logf("started litefs pid %d: %s mount -config %s (log: %s)", p.cmd.Process.Pid, bin, confPath, p.logPath)
-	if err := p.waitReady(ctx, readyTimeout); err != nil {
+	logf("started litefs %s pid %d: %s mount -config %s (log: %s)", n.hostname, p.cmd.Process.Pid, bin, confPath, p.logPath)
+	if err := p.waitReady(ctx, readyTimeout, poll); err != nil {
 		if stopErr := p.shutdown(logf); stopErr != nil {
 			logf("warning: %v", stopErr)
 		}
@@ -160,7 +206,7 @@ func startLitefs(ctx context.Context, bin, work string, port int, logf func(stri
 
 // waitReady polls for a readable .lag file in the mount. The read runs in
 // its own goroutine because a half-initialised FUSE mount can block it.
-func (p *litefsProc) waitReady(ctx context.Context, timeout time.Duration) error {
+func (p *litefsProc) waitReady(ctx context.Context, timeout, poll time.Duration) error {
 	ready := make(chan struct{})
 	stopPoll := make(chan struct{})
 	defer close(stopPoll)
@@ -174,7 +220,7 @@ func (p *litefsProc) waitReady(ctx context.Context, timeout time.Duration) error
 			select {
 			case <-stopPoll:
 				return
-			case <-time.After(50 * time.Millisecond):
+			case <-time.After(poll):
 			}
 		}
 	}()
@@ -185,9 +231,9 @@ func (p *litefsProc) waitReady(ctx context.Context, timeout time.Duration) error
 	case <-ready:
 		return nil
 	case <-p.exited:
-		return fmt.Errorf("litefs exited before the mount was ready (%v); log tail:\n%s", p.waitErr, p.logTail())
+		return fmt.Errorf("%s exited before the mount was ready (%v); log tail:\n%s", p, p.waitErr, p.logTail())
 	case <-timer.C:
-		return fmt.Errorf("litefs mount not ready after %v (%s unreadable); log tail:\n%s", timeout, filepath.Join(p.mnt, ".lag"), p.logTail())
+		return fmt.Errorf("%s mount not ready after %v (%s unreadable); log tail:\n%s", p, timeout, filepath.Join(p.mnt, ".lag"), p.logTail())
 	case <-ctx.Done():
 		return fmt.Errorf("waiting for litefs mount after %v: %w", time.Since(start).Round(time.Millisecond), ctx.Err())
 	}
@@ -210,6 +256,14 @@ func (p *litefsProc) logTail() string {
 		return "(empty)"
 	}
 	return string(b)
+}
+
+// String names the process in messages: "litefs" or "litefs (replica)".
+func (p *litefsProc) String() string {
+	if p.name == "" || p.name == "bench" {
+		return "litefs"
+	}
+	return "litefs (" + p.name + ")"
 }
 
 func (p *litefsProc) pid() int {
@@ -242,7 +296,7 @@ func (p *litefsProc) stop(logf func(string, ...any)) error {
 	}
 	var early error
 	if p.exitedNow() {
-		early = fmt.Errorf("litefs exited unexpectedly (%v); log tail:\n%s", p.waitErr, p.logTail())
+		early = fmt.Errorf("%s exited unexpectedly (%v); log tail:\n%s", p, p.waitErr, p.logTail())
 	}
 	return errors.Join(early, p.shutdown(logf))
 }
@@ -263,19 +317,19 @@ func (p *litefsProc) shutdown(logf func(string, ...any)) error {
 
 func (p *litefsProc) terminate(logf func(string, ...any)) error {
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		return fmt.Errorf("SIGTERM litefs: %w", err)
+		return fmt.Errorf("SIGTERM %s: %w", p, err)
 	}
 	select {
 	case <-p.exited:
 		return nil
 	case <-time.After(stopTimeout):
 	}
-	logf("litefs did not exit %v after SIGTERM; sending SIGKILL", stopTimeout)
+	logf("%s did not exit %v after SIGTERM; sending SIGKILL", p, stopTimeout)
 	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("SIGKILL litefs: %w", err)
+		return fmt.Errorf("SIGKILL %s: %w", p, err)
 	}
 	<-p.exited
-	return fmt.Errorf("litefs needed SIGKILL; log tail:\n%s", p.logTail())
+	return fmt.Errorf("%s needed SIGKILL; log tail:\n%s", p, p.logTail())
 }
 
 // forceUnmount is the last resort when litefs left its mount behind.

@@ -48,6 +48,11 @@ type config struct {
 	only       string
 	jsonOut    bool
 	keep       bool
+
+	noRepl        bool
+	replN         int
+	replDBMB      int
+	cpuProfileDir string
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -68,7 +73,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.selectN, "select-n", 200000, "point SELECTs per side per round, at most")
 	fs.IntVar(&c.rounds, "rounds", 3, "rounds per workload, each on fresh databases; the median round is reported per side")
 	fs.IntVar(&c.rssDBMB, "rss-db-mb", 0, "also build an N MiB database in one transaction on the mount and report litefs peak RSS during it (0 = skip)")
-	fs.StringVar(&c.only, "only", "", "comma-separated workload keys to run (default all: "+strings.Join(workloadKeys(), ",")+")")
+	fs.StringVar(&c.only, "only", "", "comma-separated workload and replication keys to run (default all: "+strings.Join(allKeys(), ",")+")")
+	fs.BoolVar(&c.noRepl, "no-replication", false, "skip the replication part ("+strings.Join(replKeys(), ",")+"), which starts its own primary and replica nodes")
+	fs.IntVar(&c.replN, "repl-n", 2000, "repl-lag: measured single-row transactions, each waited for on the replica")
+	fs.IntVar(&c.replDBMB, "repl-db-mb", 500, "repl-catchup: size in MiB of the database a fresh replica catches up on")
+	fs.StringVar(&c.cpuProfileDir, "cpuprofile-dir", "", "write a CPU profile of each replication node to `dir`/NODE.pprof (LITEFS_CPUPROFILE)")
 	fs.BoolVar(&c.jsonOut, "json", false, "print results as JSON instead of a markdown table")
 	fs.BoolVar(&c.keep, "keep", false, "keep the scratch directory (databases, litefs.yml, litefs.log)")
 	fs.Usage = func() {
@@ -76,7 +85,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 
 Runs SQLite workloads on a plain directory and on a litefs FUSE mount on the
 same disk, interleaved, and prints ops/s per side, the litefs/plain ratio and
-litefs peak RSS as a markdown table (or JSON). Progress goes to stderr.
+litefs peak RSS as a markdown table (or JSON). Then, unless -no-replication,
+starts a primary and a replica (real litefs processes on loopback HTTP) and
+measures commit-to-visible lag, point SELECTs on the replica against a plain
+copy, and a fresh replica's catch-up on a -repl-db-mb database, in a second
+table. Progress goes to stderr.
 Exits 0 when targets are missed; non-zero only on errors.
 
 `)
@@ -103,6 +116,10 @@ func (c config) validate() error {
 		return errors.New("-rss-db-mb must be >= 0")
 	case c.pid != 0 && c.mountDir == "":
 		return errors.New("-pid only makes sense with -mount-dir")
+	case c.replN < 1 || c.replDBMB < 1:
+		return errors.New("-repl-n and -repl-db-mb must be >= 1")
+	case c.noRepl && strings.TrimSpace(c.only) != "" && selectRepl(config{only: c.only}).any():
+		return errors.New("-only names a replication key but -no-replication is set")
 	}
 	_, err := selectWorkloads(c)
 	return err

@@ -23,6 +23,7 @@ const (
 // report is everything printed at the end; its JSON form is the -json output.
 type report struct {
 	started time.Time
+	mainRan bool // the single-node workloads ran (not only replication)
 
 	Stat      string      `json:"stat"`   // how runs of one side are combined
 	Rounds    int         `json:"rounds"` // runs per side per workload
@@ -37,6 +38,7 @@ type report struct {
 	CPUs      int         `json:"cpus"`
 	Rows      []resultRow `json:"workloads"`
 	RSS       rssResult   `json:"rss"`
+	Repl      *replResult `json:"replication,omitempty"`
 	Elapsed   string      `json:"elapsed"`
 }
 
@@ -192,6 +194,29 @@ func (r *report) writeJSON(w io.Writer) error {
 }
 
 func (r *report) writeMarkdown(w io.Writer) {
+	if r.mainRan {
+		r.writeMainTable(w)
+	}
+	if r.Repl != nil {
+		r.Repl.writeMarkdown(w)
+	}
+	fmt.Fprintf(w, "Scratch dir %s (%s)", r.WorkDir, r.FSType)
+	if r.mainRan {
+		fmt.Fprintf(w, "; mount %s", r.MountDir)
+	}
+	if r.LitefsBin != "" {
+		fmt.Fprintf(w, "; litefs %s", r.LitefsBin)
+	}
+	if r.LitefsPID > 0 {
+		fmt.Fprintf(w, " (pid %d)", r.LitefsPID)
+	}
+	fmt.Fprintf(w, "; %s, %d CPUs; total %s.\n", r.GoVersion, r.CPUs, r.Elapsed)
+	if r.RSS.SampleError != "" {
+		fmt.Fprintf(w, "RSS sampling error: %s\n", r.RSS.SampleError)
+	}
+}
+
+func (r *report) writeMainTable(w io.Writer) {
 	fmt.Fprintf(w, "Each figure is the **%s of %d %s** per side. In a round each side gets a fresh database and up to %s of measured time "+
 		"(less if it reaches its op limit); the sides take turns in %s slices (ABBA order) so that machine noise hits both. "+
 		"The ratio is the median of the per-round litefs/plain ratios, so it can differ a little from the quotient of the columns. "+
@@ -218,17 +243,6 @@ func (r *report) writeMarkdown(w io.Writer) {
 			b.MiB, formatBytes(b.SizeBytes), b.Seconds, formatKBPtr(nonZero(peak)), target, b.Result)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "Scratch dir %s (%s); mount %s", r.WorkDir, r.FSType, r.MountDir)
-	if r.LitefsBin != "" {
-		fmt.Fprintf(w, "; litefs %s", r.LitefsBin)
-	}
-	if r.LitefsPID > 0 {
-		fmt.Fprintf(w, " (pid %d)", r.LitefsPID)
-	}
-	fmt.Fprintf(w, "; %s, %d CPUs; total %s.\n", r.GoVersion, r.CPUs, r.Elapsed)
-	if r.RSS.SampleError != "" {
-		fmt.Fprintf(w, "RSS sampling error: %s\n", r.RSS.SampleError)
-	}
 }
 
 func plural(n int, word string) string {

@@ -33,7 +33,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 		if stopErr := proc.stop(logf); stopErr != nil && err == nil {
 			err = stopErr
 		}
-		cleanupWorkDir(work, cfg.keep || isMounted(filepath.Join(work, "mnt")), logf)
+		cleanupWorkDir(work, cfg.keep || hasMountUnder(work), logf)
 	}()
 
 	plainDir := filepath.Join(work, "plain")
@@ -41,23 +41,62 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 		return fmt.Errorf("create plain dir: %w", err)
 	}
 
+	wls, _ := selectWorkloads(cfg)
+	parts := selectRepl(cfg)
+	rep := newReport(cfg, work, cfg.mountDir, cfg.pid)
+	if len(wls) > 0 || cfg.rssDBMB > 0 {
+		if proc, err = runMain(ctx, cfg, wls, work, plainDir, rep, logf); err != nil {
+			return err
+		}
+		// The single node is done with: stop it so it does not share the
+		// machine with the replication nodes.
+		stopErr := proc.stop(logf)
+		proc = nil
+		if stopErr != nil {
+			return stopErr
+		}
+	}
+	if parts.any() {
+		bin := rep.LitefsBin
+		if bin == "" {
+			if bin, err = resolveLitefs(ctx, cfg.litefsBin, work, logf); err != nil {
+				return err
+			}
+			rep.LitefsBin = bin
+		}
+		if rep.Repl, err = runReplication(ctx, cfg, parts, bin, work, plainDir, logf); err != nil {
+			return err
+		}
+	}
+	rep.Elapsed = time.Since(rep.started).Round(time.Second).String()
+	if cfg.jsonOut {
+		return rep.writeJSON(stdout)
+	}
+	rep.writeMarkdown(stdout)
+	return nil
+}
+
+// runMain runs the single-node workloads (and -rss-db-mb) on a litefs it
+// starts, or on -mount-dir, filling rep. It returns the started litefs,
+// still running, for the caller to stop, also when it fails.
+func runMain(ctx context.Context, cfg config, wls []workload, work, plainDir string, rep *report,
+	logf func(string, ...any)) (proc *litefsProc, err error) {
 	mountDir, pid := cfg.mountDir, cfg.pid
 	if mountDir == "" {
 		proc, err = launchLitefs(ctx, cfg, work, logf)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		mountDir, pid = proc.mnt, proc.pid()
 	} else if mountDir, err = checkMountDir(mountDir, logf); err != nil {
-		return err
+		return nil, err
 	} else if pid > 0 {
 		if _, err := readStatusKB(pid, "VmRSS"); err != nil {
-			return fmt.Errorf("-pid: %w", err)
+			return nil, fmt.Errorf("-pid: %w", err)
 		}
 	}
-
-	rep := newReport(cfg, work, mountDir, pid)
-	rep.LitefsBin = proc.binPath()
+	rep.MountDir, rep.LitefsPID, rep.LitefsBin = mountDir, pid, proc.binPath()
+	rep.mainRan = true
 	sampler := newRSSSampler(pid)
 	var created []string
 	if cfg.mountDir != "" {
@@ -73,30 +112,24 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 			}
 		}}
 	if err := b.warmUp(ctx); err != nil {
-		return err
+		return proc, err
 	}
-	wls, _ := selectWorkloads(cfg)
 	for _, w := range wls {
 		row, err := b.compare(ctx, w)
 		if err != nil {
-			return err
+			return proc, err
 		}
 		rep.Rows = append(rep.Rows, row)
 	}
 	if cfg.rssDBMB > 0 {
 		res, err := b.buildLargeDB(ctx, cfg.rssDBMB)
 		if err != nil {
-			return err
+			return proc, err
 		}
 		rep.RSS.BigDB = res
 	}
 	rep.finishRSS(sampler)
-	rep.Elapsed = time.Since(rep.started).Round(time.Second).String()
-	if cfg.jsonOut {
-		return rep.writeJSON(stdout)
-	}
-	rep.writeMarkdown(stdout)
-	return nil
+	return proc, nil
 }
 
 // launchLitefs finds or builds the binary, writes its config and starts it.

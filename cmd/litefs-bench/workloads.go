@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 
 	_ "github.com/mattn/go-sqlite3"
@@ -78,7 +79,8 @@ func shortCount(n int) string {
 	return fmt.Sprint(n)
 }
 
-// selectWorkloads resolves -only; an empty list means all workloads.
+// selectWorkloads resolves -only for the main workloads; an empty list
+// means all of them. Replication keys are skipped here.
 func selectWorkloads(cfg config) ([]workload, error) {
 	all := allWorkloads(cfg)
 	only := cfg.only
@@ -91,14 +93,21 @@ func selectWorkloads(cfg config) ([]workload, error) {
 	}
 	var out []workload
 	for _, k := range strings.Split(only, ",") {
-		w, ok := byKey[strings.TrimSpace(k)]
+		k = strings.TrimSpace(k)
+		if slices.Contains(replKeys(), k) {
+			continue // the replication part's, see selectRepl
+		}
+		w, ok := byKey[k]
 		if !ok {
-			return nil, fmt.Errorf("-only: unknown workload %q (have %s)", k, strings.Join(workloadKeys(), ","))
+			return nil, fmt.Errorf("-only: unknown key %q (have %s)", k, strings.Join(allKeys(), ","))
 		}
 		out = append(out, w)
 	}
 	return out, nil
 }
+
+// allKeys lists the workload keys and then the replication keys.
+func allKeys() []string { return append(workloadKeys(), replKeys()...) }
 
 // openDB opens path on a single persistent connection in the given modes.
 // One connection keeps the page cache and prepared statements alive across
@@ -255,11 +264,17 @@ func newSelectStepper(ctx context.Context, db *sql.DB, cfg config, seed uint64) 
 	if err != nil {
 		return nil, fmt.Errorf("fill %d rows: %w", cfg.selectRows, err)
 	}
+	return newSelectQuerier(db, cfg.selectRows, seed)
+}
+
+// newSelectQuerier is the timed part of the select workload on a table
+// that already holds rows 1..rows (written by newSelectStepper's fill).
+func newSelectQuerier(db *sql.DB, rows int, seed uint64) (stepper, error) {
 	stmt, err := db.Prepare(`SELECT v FROM t WHERE id=?`)
 	if err != nil {
 		return nil, fmt.Errorf("prepare select: %w", err)
 	}
-	return &selectStepper{stmt: stmt, rng: rand.New(rand.NewPCG(seed, 0)), rows: cfg.selectRows}, nil
+	return &selectStepper{stmt: stmt, rng: rand.New(rand.NewPCG(seed, 0)), rows: rows}, nil
 }
 
 func (s *selectStepper) step(context.Context) (int, error) {

@@ -47,6 +47,8 @@ func run(ctx context.Context, args []string) error {
 		return runExport(ctx, args[1:])
 	case "import":
 		return runImport(ctx, args[1:])
+	case "promote":
+		return runPromote(ctx, args[1:])
 	case "version":
 		fmt.Println(versionString())
 		return nil
@@ -68,6 +70,7 @@ Commands:
 	mount    mount the filesystem and serve the node (litefs mount -h)
 	export   copy a database out of a node (litefs export -h)
 	import   replace a database on the primary with a SQLite file (litefs import -h)
+	promote  make a candidate replica the primary by handoff (litefs promote -h)
 	version  print the version
 `)
 }

@@ -19,6 +19,8 @@ import (
 	"github.com/replfs/litefs/cluster"
 	lfuse "github.com/replfs/litefs/fuse"
 	lhttp "github.com/replfs/litefs/http"
+	"github.com/replfs/litefs/lease"
+	"github.com/replfs/litefs/lease/consul"
 	"github.com/replfs/litefs/lease/static"
 	"github.com/replfs/litefs/store"
 )
@@ -88,9 +90,6 @@ func runMount(ctx context.Context, args []string) error {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if cfg.Lease.Type != LeaseTypeStatic {
-		return fmt.Errorf("lease.type %q: only static leases are supported by this build", cfg.Lease.Type)
-	}
 
 	if path := os.Getenv("LITEFS_CPUPROFILE"); path != "" {
 		// For performance work: a CPU profile of the whole run.
@@ -159,10 +158,17 @@ func startNode(cfg Config, mf mountFlags, log *slog.Logger) (*node, error) {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	n := &node{store: st}
-	leaser := static.New(cfg.Lease.Candidate, cfg.Lease.Hostname, cfg.Lease.AdvertiseURL, "", cfg.Lease.AdvertiseURL)
+	leaser, err := newLeaser(cfg, log)
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	reg := capture.NewRegistry(st, capture.Options{Logger: log, Verify: mf.verify})
 	n.cluster = cluster.New(cluster.Config{
 		Store: st, Leaser: leaser, Candidate: cfg.Lease.Candidate, NodeID: fmt.Sprintf("%016x", id),
-		ReconnectDelay: cfg.Lease.ReconnectDelay, Logger: log,
+		ReconnectDelay: cfg.Lease.ReconnectDelay, DemoteDelay: cfg.Lease.DemoteDelay,
+		Hooks:  &roleHooks{store: st, capture: reg, mountDir: cfg.FUSE.Dir, log: log},
+		Logger: log,
 	})
 	// The role is known before the mount serves its first request, so a
 	// primary is never read-only for a moment and a replica never writable.
@@ -170,7 +176,6 @@ func startNode(cfg Config, mf mountFlags, log *slog.Logger) (*node, error) {
 		_ = st.Close()
 		return nil, err
 	}
-	reg := capture.NewRegistry(st, capture.Options{Logger: log, Verify: mf.verify})
 	n.fs = lfuse.New(lfuse.Config{
 		MountDir: cfg.FUSE.Dir, AllowOther: cfg.FUSE.AllowOther, Debug: cfg.FUSE.Debug,
 		Store: st, Capture: reg, Status: n.cluster, Logger: log,
@@ -193,6 +198,28 @@ func startNode(cfg Config, mf mountFlags, log *slog.Logger) (*node, error) {
 		return nil, err
 	}
 	return n, nil
+}
+
+// newLeaser builds the configured lease. A Consul lease is checked against
+// the agent at once, so a wrong URL stops the node with a clear error.
+func newLeaser(cfg Config, log *slog.Logger) (lease.Leaser, error) {
+	l := cfg.Lease
+	if l.Type == LeaseTypeStatic {
+		return static.New(l.Candidate, l.Hostname, l.AdvertiseURL, "", l.AdvertiseURL), nil
+	}
+	cl, err := consul.New(consul.Config{
+		URL: l.Consul.URL, Key: l.Consul.Key, TTL: l.Consul.TTL, LockDelay: l.Consul.LockDelay,
+		Hostname: l.Hostname, AdvertiseURL: l.AdvertiseURL, Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consul lease: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := cl.Open(ctx); err != nil {
+		return nil, err
+	}
+	return cl, nil
 }
 
 func (n *node) close() error {

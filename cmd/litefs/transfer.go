@@ -134,3 +134,32 @@ func responseError(resp *http.Response) string {
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	return fmt.Sprintf("%s: %s", resp.Status, strings.TrimSpace(string(msg)))
 }
+
+// runPromote asks a candidate replica to take the primary role from the
+// current primary (a handoff: writes pause briefly, nothing is lost).
+func runPromote(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("litefs promote", flag.ContinueOnError)
+	u := fs.String("url", DefaultNodeURL, "the API URL of the node to promote")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "Usage: litefs promote [-url URL]\n\nMakes the node at URL the primary by asking the current primary to hand the lease over.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(*u, "/")+"/promote", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("promote: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("promote: %s", responseError(resp))
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	fmt.Print(string(body))
+	return nil
+}
