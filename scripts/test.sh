@@ -17,12 +17,12 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 
-# Integration tests must not skip for lack of FUSE in CI.
-export LITEFS_REQUIRE_FUSE=1
+# The Consul agent the lease tests run against: built from the pinned module
+# (cached outside the repo), and checked to elect itself leader on loopback.
+./tests/consul/smoke.sh
+
+# Integration tests must not skip for lack of FUSE or Consul in CI.
+export LITEFS_REQUIRE_FUSE=1 LITEFS_REQUIRE_CONSUL=1
 go test -race -count=1 -timeout 40m ./...
 
 ./tests/sqlitetcl/run-on-mount.sh
-
-# The Consul agent the lease tests will run against: built from the pinned
-# module (cached), and checked to elect itself leader on loopback.
-./tests/consul/smoke.sh

@@ -7,7 +7,7 @@ consul=$("$here/build.sh")
 dir=$(mktemp -d)
 port=${CONSUL_SMOKE_PORT:-18500}
 "$consul" agent -dev -client 127.0.0.1 -bind 127.0.0.1 -http-port "$port" \
-	-grpc-port -1 -dns-port -1 -serf-lan-port 18301 -serf-wan-port 18302 -server-port 18300 \
+	-grpc-port -1 -grpc-tls-port -1 -dns-port -1 -serf-lan-port 18301 -serf-wan-port 18302 -server-port 18300 \
 	-data-dir "$dir" >"$dir/consul.log" 2>&1 </dev/null &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
