@@ -264,9 +264,9 @@ func TestConsulPromoteHandoff(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 
 	start := time.Now()
-	out, err := exec.Command(litefsBin, "promote", "-url", nodes[r].URL()).CombinedOutput()
+	out, err := exec.Command(litefsBin, "run", "-promote", "-url", nodes[r].URL(), "--", "true").CombinedOutput()
 	if err != nil {
-		t.Fatalf("litefs promote: %v\n%s\n%s", err, out, nodes[p].Log())
+		t.Fatalf("litefs run -promote: %v\n%s\n%s", err, out, nodes[p].Log())
 	}
 	t.Logf("promote took %s: %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(string(out)))
 	if q := waitPrimary(t, nodes, p, 5*time.Second); q != r {
@@ -399,4 +399,61 @@ func median(d []time.Duration) time.Duration {
 	s := append([]time.Duration(nil), d...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return s[len(s)/2]
+}
+
+// TestConsulFailoverTimes measures failover for the report: with
+// LITEFS_FAILOVER_ROUNDS=N it runs N clean shutdowns and N SIGKILLs of the
+// primary of a fresh three-node cluster under a write loop, and logs the
+// median time until a new primary and the median longest gap between two
+// acknowledged writes. It asserts nothing about speed.
+func TestConsulFailoverTimes(t *testing.T) {
+	rounds := 0
+	fmt.Sscan(os.Getenv("LITEFS_FAILOVER_ROUNDS"), &rounds)
+	if rounds == 0 {
+		t.Skip("set LITEFS_FAILOVER_ROUNDS to measure")
+	}
+	for _, kill := range []bool{false, true} {
+		var elect, gaps []time.Duration
+		for i := 0; i < rounds; i++ {
+			_, nodes := newConsulCluster(t, 3)
+			p := waitPrimary(t, nodes, -1, 5*time.Second)
+			db := openDB(t, nodes[p].Path("app.db"), "wal")
+			mustExec(t, db, `CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)`)
+			db.Close()
+			waitCaughtUp(t, nodes[p], "app.db", others(nodes, p)...)
+			w := startWriteLoop(nodes)
+			time.Sleep(500 * time.Millisecond)
+			start := time.Now()
+			if kill {
+				nodes[p].Kill()
+			} else {
+				nodes[p].Stop()
+			}
+			waitPrimary(t, nodes, p, 2*consulTTL+consulLockDelay+10*time.Second)
+			elect = append(elect, time.Since(start))
+			before := w.acked.Load()
+			for w.acked.Load() < before+20 {
+				time.Sleep(10 * time.Millisecond)
+			}
+			gaps = append(gaps, w.finish())
+			for _, n := range nodes {
+				n.Kill()
+				n.detach()
+			}
+		}
+		name := "clean shutdown"
+		if kill {
+			name = "SIGKILL"
+		}
+		t.Logf("%s, %d rounds: new primary after median %s (all %v); write downtime median %s (all %v)",
+			name, rounds, median(elect).Round(time.Millisecond), roundAll(elect), median(gaps).Round(time.Millisecond), roundAll(gaps))
+	}
+}
+
+func roundAll(d []time.Duration) []time.Duration {
+	out := make([]time.Duration, len(d))
+	for i, v := range d {
+		out[i] = v.Round(10 * time.Millisecond)
+	}
+	return out
 }

@@ -49,6 +49,8 @@ func run(ctx context.Context, args []string) error {
 		return runImport(ctx, args[1:])
 	case "promote":
 		return runPromote(ctx, args[1:])
+	case "run":
+		return runRun(ctx, args[1:])
 	case "version":
 		fmt.Println(versionString())
 		return nil
@@ -71,6 +73,7 @@ Commands:
 	export   copy a database out of a node (litefs export -h)
 	import   replace a database on the primary with a SQLite file (litefs import -h)
 	promote  make a candidate replica the primary by handoff (litefs promote -h)
+	run      run a command, after "-promote" makes this node the primary (litefs run -h)
 	version  print the version
 `)
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 )
@@ -162,4 +163,36 @@ func runPromote(ctx context.Context, args []string) error {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	fmt.Print(string(body))
 	return nil
+}
+
+// runRun is `litefs run [-promote] [-url URL] [-- cmd args]`: with -promote
+// the node at URL becomes the primary by handoff first; then the command
+// runs, and its exit code is returned.
+func runRun(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("litefs run", flag.ContinueOnError)
+	u := fs.String("url", DefaultNodeURL, "the API URL of the local node")
+	promote := fs.Bool("promote", false, "make the node the primary (handoff from the current primary) before running the command")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "Usage: litefs run [-promote] [-url URL] [-- command [args...]]\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *promote {
+		if err := runPromote(ctx, []string{"-url", *u}); err != nil {
+			return err
+		}
+	}
+	if fs.NArg() == 0 {
+		return nil
+	}
+	cmd := exec.CommandContext(ctx, fs.Arg(0), fs.Args()[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return exitError(ee.ExitCode())
+	}
+	return err
 }
