@@ -55,7 +55,9 @@ func (f *FS) LockForApply(ctx context.Context, name string, wal bool) (store.App
 		}
 		if err = l.lock(ctx, pendingByte, 1); err == nil {
 			if err = l.lock(ctx, reservedByte, 1); err == nil {
-				err = l.lock(ctx, sharedFirst, sharedSize)
+				// No reader can start now: wait in the kernel for the
+				// current ones, woken the moment the last one leaves.
+				err = l.lockWait(ctx, sharedFirst, sharedSize)
 			}
 		}
 	}
@@ -79,7 +81,10 @@ func (l *applyLock) lockWAL(ctx context.Context) error {
 		}
 	}
 	l.diverted = divertReaders(l.file)
-	return l.lock(ctx, shmLockOffset+3, 1)
+	if !l.diverted {
+		return l.lock(ctx, shmLockOffset+3, 1)
+	}
+	return l.lockWait(ctx, shmLockOffset+3, 1)
 }
 
 // lockFile returns this process's descriptor on a file of the mount, opened
@@ -139,6 +144,39 @@ func (l *applyLock) lock(ctx context.Context, start, n int64) error {
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, 200*time.Microsecond)
+	}
+}
+
+// lockWait takes a write lock on [start, start+n) that no new reader can
+// contend for any more, blocking in the kernel (F_OFD_SETLKW) rather than
+// polling: on a busy machine a polling goroutine's wake-ups come late.
+func (l *applyLock) lockWait(ctx context.Context, start, n int64) error {
+	flk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: start, Len: n}
+	if err := unix.FcntlFlock(l.file.Fd(), unix.F_OFD_SETLK, &flk); err == nil {
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() {
+		for {
+			err := unix.FcntlFlock(l.file.Fd(), unix.F_OFD_SETLKW, &flk)
+			if !errors.Is(err, unix.EINTR) {
+				done <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		// The caller unlocks everything on error; a lock granted after
+		// that is released when it arrives.
+		go func() {
+			if <-done == nil {
+				l.unlockAll()
+			}
+		}()
+		return ctx.Err()
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/mattn/go-sqlite3"
 	"github.com/replfs/litefs/ltx"
+	"github.com/replfs/litefs/store"
 )
 
 // maxImportSize bounds an uploaded database (it is spooled to disk).
@@ -76,6 +77,12 @@ func (s *Server) handleImport(w http.ResponseWriter, r *http.Request) {
 		s.httpError(w, r, http.StatusBadRequest, "%v", err)
 		return
 	}
+	if store.IsHelperFile(name) {
+		// SQLite would take the imported file for another database's
+		// journal or WAL (a bogus hot journal makes that database unreadable).
+		s.httpError(w, r, http.StatusBadRequest, "import %s: names ending in -journal, -wal or -shm belong to SQLite's helper files", name)
+		return
+	}
 	if !s.cfg.Node.IsPrimary() {
 		w.Header().Set(headerPrimaryHostname, s.cfg.Node.PrimaryHostname())
 		s.httpError(w, r, http.StatusServiceUnavailable, "import %s: this node is a replica; import on the primary (%s)", name, s.cfg.Node.PrimaryHostname())
@@ -121,6 +128,9 @@ func validateDatabase(ctx context.Context, f *os.File) error {
 	}
 	hdr, err := ltx.ReadDBHeader(f, fi.Size())
 	if err != nil {
+		if errors.Is(err, ltx.ErrNotDatabase) {
+			return err
+		}
 		return fmt.Errorf("not a SQLite database: %w", err)
 	}
 	if hdr.PageSize == 0 {

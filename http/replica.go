@@ -182,9 +182,11 @@ func (r *Replica) stream(ctx context.Context, url string) error {
 	r.log.Info("connected to primary", "primary", url, "hostname", r.PrimaryHostname(), "databases", len(req.Positions))
 
 	// A primary that stops sending (not even heartbeats) is as good as gone.
+	// Silence is counted from the last byte received, not from the start of
+	// a frame: a snapshot may take far longer than idleTimeout to arrive.
 	idle := time.AfterFunc(idleTimeout, cancel)
 	defer idle.Stop()
-	br := bufio.NewReaderSize(resp.Body, 256<<10)
+	br := bufio.NewReaderSize(idleReader{resp.Body, idle}, 256<<10)
 	for {
 		idle.Reset(idleTimeout)
 		t, err := readType(br)
@@ -201,8 +203,22 @@ func (r *Replica) stream(ctx context.Context, url string) error {
 }
 
 // idleTimeout ends a stream that has been silent for this long; the primary
-// sends a heartbeat every second.
-const idleTimeout = 10 * time.Second
+// sends a heartbeat every second. (A variable for tests.)
+var idleTimeout = 10 * time.Second
+
+// idleReader restarts the idle timer whenever bytes arrive.
+type idleReader struct {
+	r    io.Reader
+	idle *time.Timer
+}
+
+func (ir idleReader) Read(p []byte) (int, error) {
+	n, err := ir.r.Read(p)
+	if n > 0 {
+		ir.idle.Reset(idleTimeout)
+	}
+	return n, err
+}
 
 func (r *Replica) handle(ctx context.Context, br *bufio.Reader, t frameType) error {
 	r.behind.Store(t != frameHeartbeat)

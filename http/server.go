@@ -165,7 +165,7 @@ func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
 // httpError writes a plain-text error with a status code and logs it.
 func (s *Server) httpError(w http.ResponseWriter, r *http.Request, code int, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
-	if code >= 500 {
+	if code >= 500 && code != http.StatusServiceUnavailable { // 503: asked the wrong node
 		s.log.Error("http", "path", r.URL.Path, "status", code, "err", msg)
 	} else {
 		s.log.Info("http request refused", "path", r.URL.Path, "status", code, "reason", msg)

@@ -153,7 +153,7 @@ func (s *Store) rollForward(db *DB, path string, chksum sltx.Checksum) error {
 			break
 		}
 	}
-	if start < 0 && len(txids) > 0 && txids[len(txids)-1] == db.pos.TXID {
+	if start < 0 && s.cfg.ResyncOnMismatch && len(txids) > 0 && txids[len(txids)-1] == db.pos.TXID {
 		// A replica killed while applying the newest file leaves pages of
 		// both versions; writing all of that file's pages again completes
 		// it. ApplyFile checks the result against the file's checksum.
