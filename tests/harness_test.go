@@ -62,6 +62,7 @@ type Node struct {
 	exited  chan error
 	logPath string
 	Port    int
+	verify  bool
 }
 
 func newNode(t *testing.T) *Node {
@@ -79,6 +80,9 @@ type NodeConfig struct {
 	Extra string
 	// ConsulURL makes the lease a Consul lease on that agent.
 	ConsulURL string
+	// NoVerify runs the node without -verify-checksums, whose full checksum
+	// after every commit makes long write loads slow.
+	NoVerify bool
 }
 
 // newNodeWith creates a node on its own loopback port.
@@ -96,6 +100,7 @@ func newNodeWith(t *testing.T, nc NodeConfig) *Node {
 // Configure (re)writes the node's config file; it takes effect at Start.
 func (n *Node) Configure(nc NodeConfig) {
 	n.t.Helper()
+	n.verify = !nc.NoVerify
 	adv := nc.PrimaryURL
 	if nc.Candidate {
 		adv = n.URL()
@@ -153,7 +158,11 @@ func (n *Node) Start() {
 	if err != nil {
 		n.t.Fatal(err)
 	}
-	n.cmd = exec.Command(litefsBin, "mount", "-config", filepath.Join(n.Dir, "litefs.yml"), "-verify-checksums")
+	args := []string{"mount", "-config", filepath.Join(n.Dir, "litefs.yml")}
+	if n.verify {
+		args = append(args, "-verify-checksums")
+	}
+	n.cmd = exec.Command(litefsBin, args...)
 	n.cmd.Stdout, n.cmd.Stderr = logf, logf
 	if err := n.cmd.Start(); err != nil {
 		n.t.Fatal(err)

@@ -325,8 +325,10 @@ func TestReplicaReadersNeverSeeAnError(t *testing.T) {
 	const txs = 10000
 	for _, mode := range []string{"wal", "delete"} {
 		t.Run(mode, func(t *testing.T) {
-			primary, rs := newCluster(t, 1, "")
-			r := rs[0]
+			primary := newNodeWith(t, NodeConfig{Hostname: "primary", Candidate: true, NoVerify: true})
+			primary.Start()
+			r := newNodeWith(t, NodeConfig{Hostname: "replica", PrimaryURL: primary.URL()})
+			r.Start()
 			db := openDB(t, primary.Path("app.db"), mode)
 			mustExec(t, db, `PRAGMA synchronous=OFF`)
 			mustExec(t, db, `CREATE TABLE a (id INTEGER PRIMARY KEY, v BLOB)`)

@@ -5,6 +5,8 @@ import (
 	"context"
 	"database/sql"
 	"io"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -95,10 +97,11 @@ func TestLitefsConfig(t *testing.T) {
 		FUSE  struct{ Dir string }
 		Data  struct{ Dir string }
 		Lease struct {
-			Type         string
-			Candidate    bool
-			Hostname     string
-			AdvertiseURL string `yaml:"advertise-url"`
+			Type           string
+			Candidate      bool
+			Hostname       string
+			AdvertiseURL   string `yaml:"advertise-url"`
+			ReconnectDelay string `yaml:"reconnect-delay"`
 		}
 		HTTP struct{ Addr string }
 	}
@@ -274,5 +277,171 @@ func TestRoundTakesTurns(t *testing.T) {
 		if l.elapsed < cfg.duration || l.ops != 2*l.steps {
 			t.Errorf("%s: elapsed %v (budget %v), %d ops for %d steps", l.side, l.elapsed, cfg.duration, l.ops, l.steps)
 		}
+	}
+}
+
+func TestReplicaConfig(t *testing.T) {
+	conf, err := nodeConfig("/s/replica/mnt", "/s/replica/data",
+		nodeSpec{hostname: "replica", port: 20204, primary: "http://127.0.0.1:20203"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		FUSE  struct{ Dir string }
+		Data  struct{ Dir string }
+		Lease struct {
+			Type           string
+			Candidate      bool
+			Hostname       string
+			AdvertiseURL   string `yaml:"advertise-url"`
+			ReconnectDelay string `yaml:"reconnect-delay"`
+		}
+		HTTP struct{ Addr string }
+	}
+	dec := yaml.NewDecoder(strings.NewReader(conf))
+	dec.KnownFields(true)
+	if err := dec.Decode(&got); err != nil {
+		t.Fatalf("config does not parse: %v\n%s", err, conf)
+	}
+	if got.Lease.Candidate || got.Lease.Hostname != "replica" || got.Lease.AdvertiseURL != "http://127.0.0.1:20203" ||
+		got.HTTP.Addr != "127.0.0.1:20204" || got.FUSE.Dir != "/s/replica/mnt" {
+		t.Errorf("a replica must not be a candidate and must advertise the primary's URL: %+v\n%s", got, conf)
+	}
+	if _, err := nodeConfig("/m", "/d", nodeSpec{hostname: "r", port: 1}); err == nil {
+		t.Error("a replica without the primary's URL should be refused")
+	}
+}
+
+func TestReplFlags(t *testing.T) {
+	cfg, err := parseFlags(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := selectRepl(cfg); !p.lag || !p.sel || !p.catchUp || cfg.replDBMB != 500 || cfg.replN < 1000 {
+		t.Errorf("replication should run by default with >= 1000 txs on 500 MiB: %+v %+v", p, cfg)
+	}
+	cfg, err = parseFlags([]string{"-only", "repl-lag, repl-catchup"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wls, _ := selectWorkloads(cfg)
+	if p := selectRepl(cfg); !p.lag || p.sel || !p.catchUp || len(wls) != 0 {
+		t.Errorf("-only repl keys: %+v, %d workloads", p, len(wls))
+	}
+	cfg, err = parseFlags([]string{"-only", "select,repl-select"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wls, _ = selectWorkloads(cfg)
+	if p := selectRepl(cfg); p.lag || !p.sel || p.catchUp || len(wls) != 1 || wls[0].key != "select" {
+		t.Errorf("-only mixed keys: %+v, %v", p, wls)
+	}
+	cfg, err = parseFlags([]string{"-no-replication"}, io.Discard)
+	if err != nil || selectRepl(cfg).any() {
+		t.Errorf("-no-replication: %v %+v", err, selectRepl(cfg))
+	}
+	for _, args := range [][]string{{"-no-replication", "-only", "repl-lag"}, {"-repl-db-mb", "0"}, {"-repl-n", "0"}, {"-only", "repl-nope"}} {
+		if _, err := parseFlags(args, io.Discard); err == nil {
+			t.Errorf("parseFlags(%q) should fail", args)
+		}
+	}
+}
+
+func TestLagStats(t *testing.T) {
+	var s []float64
+	for i := 1; i <= 1000; i++ {
+		s = append(s, float64(i)/100) // 0.01 .. 10 ms
+	}
+	if p := percentile(s, 50); p != 5 {
+		t.Errorf("p50 = %v, want 5", p)
+	}
+	if p := percentile(s, 99); p != 9.9 {
+		t.Errorf("p99 = %v, want 9.9", p)
+	}
+	if p := percentile([]float64{7}, 99); p != 7 {
+		t.Errorf("p99 of one = %v", p)
+	}
+	if percentile(nil, 50) != 0 {
+		t.Error("percentile of nothing")
+	}
+	l := &lagResult{TargetP50Ms: 0.5, TargetP99Ms: 3, samples: []float64{0.4, 0.3, 0.2, 0.5, 2.9}}
+	l.summarize()
+	if l.Txs != 5 || l.P50Ms != 0.4 || l.P99Ms != 2.9 || l.MaxMs != 2.9 || l.P50Result != pass || l.P99Result != pass {
+		t.Errorf("summarize: %+v", l)
+	}
+	l = &lagResult{TargetP50Ms: 0.5, TargetP99Ms: 3, samples: []float64{0.6, 3.1}}
+	l.summarize()
+	if l.P50Result != miss || l.P99Result != miss {
+		t.Errorf("misses: %+v", l)
+	}
+}
+
+func TestMountinfoUnder(t *testing.T) {
+	info := "36 35 98:0 / /var/tmp/b\\040x/repl/replica/mnt rw - fuse litefs rw\n"
+	for dir, want := range map[string]bool{
+		"/var/tmp/b x": true, "/var/tmp/b x/repl/replica/mnt": true, "/var/tmp/b": false, "/var/tmp/b x/repl/primary": false,
+	} {
+		if got := mountinfoHasUnder(info, dir); got != want {
+			t.Errorf("mountinfoHasUnder(%q) = %v, want %v", dir, got, want)
+		}
+	}
+}
+
+// requireFUSE skips when FUSE is unavailable, unless LITEFS_REQUIRE_FUSE
+// demands it (as the tests package does).
+func requireFUSE(t *testing.T) {
+	t.Helper()
+	_, err := exec.LookPath("fusermount3")
+	if _, serr := os.Stat("/dev/fuse"); err == nil && serr == nil && os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("LITEFS_REQUIRE_FUSE") != "" {
+		t.Fatalf("FUSE not available (need root, /dev/fuse and fusermount3)")
+	}
+	t.Skip("FUSE not available (need root, /dev/fuse and fusermount3)")
+}
+
+// TestRunWithReplication runs the whole command on tiny sizes with real
+// litefs nodes: one single-node workload, then a primary and a replica for
+// the lag and the replica SELECTs, then a fresh replica catching up. It
+// checks the report and that no process or mount is left behind.
+func TestRunWithReplication(t *testing.T) {
+	requireFUSE(t)
+	if testing.Short() {
+		t.Skip("builds and starts litefs")
+	}
+	parent := t.TempDir()
+	cfg, err := parseFlags([]string{"-dir", parent, "-only", "wal-normal,repl-lag,repl-select,repl-catchup",
+		"-rounds", "1", "-duration", "50ms", "-slice", "10ms", "-n", "20",
+		"-select-rows", "300", "-select-n", "200", "-repl-n", "30", "-repl-db-mb", "2"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, progress bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := run(ctx, cfg, &out, &progress); err != nil {
+		t.Fatalf("run: %v\n%s", err, progress.String())
+	}
+	for _, want := range []string{
+		"| single-row tx, WAL, sync=NORMAL |",
+		"| replication | measured | target | result | LiteFS anchor | detail |",
+		"commit-to-visible lag on a replica, p50 (30 single-row tx",
+		"commit-to-visible lag on a replica, p99",
+		"point SELECT on a replica, 300 rows, WAL (queries/s), replica/plain",
+		"catch-up of a fresh replica on a",
+		"fresh replica peak RSS during catch-up",
+		"by snapshot",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s\nprogress:\n%s", want, out.String(), progress.String())
+		}
+	}
+	t.Logf("report:\n%s", out.String())
+	if hasMountUnder(parent) {
+		t.Error("a mount was left under the scratch dir")
+	}
+	if left, _ := os.ReadDir(parent); len(left) != 0 {
+		t.Errorf("scratch dir not removed: %v", left)
 	}
 }

@@ -35,6 +35,7 @@ const (
 	anchorReplSelect    = "0.03"
 	anchorCatchUp       = "100 MB/s"
 	lagWarmUpTxs        = 50
+	lagIdlePolls        = 200
 	lagTxTimeout        = 10 * time.Second
 	caughtUpTimeout     = 60 * time.Second
 	catchUpPoll         = time.Millisecond
@@ -85,18 +86,24 @@ type replResult struct {
 // lagResult is commit-to-visible lag: from COMMIT returning on the primary
 // until the replica's <db>-pos shows the primary's new position.
 type lagResult struct {
-	Txs         int       `json:"txs"`
-	P50Ms       float64   `json:"p50_ms"`
-	P99Ms       float64   `json:"p99_ms"`
-	MeanMs      float64   `json:"mean_ms"`
-	MaxMs       float64   `json:"max_ms"`
-	PollsPerTx  float64   `json:"replica_pos_reads_per_tx"`
-	TargetP50Ms float64   `json:"target_p50_ms"`
-	TargetP99Ms float64   `json:"target_p99_ms"`
-	P50Result   string    `json:"p50_result"`
-	P99Result   string    `json:"p99_result"`
-	Anchor      string    `json:"litefs_anchor"`
-	samples     []float64 // ms, in commit order
+	Txs        int     `json:"txs"`
+	P50Ms      float64 `json:"p50_ms"`
+	P99Ms      float64 `json:"p99_ms"`
+	MeanMs     float64 `json:"mean_ms"`
+	MaxMs      float64 `json:"max_ms"`
+	PollsPerTx float64 `json:"replica_pos_reads_per_tx"`
+	// PrimaryReadP50Ms is the median time to read the primary's position
+	// after COMMIT returned, a part of every sample.
+	PrimaryReadP50Ms float64 `json:"primary_pos_read_p50_ms"`
+	// IdlePollP50Ms is the median cost of one read of the replica's
+	// position on an idle node: the resolution of the samples.
+	IdlePollP50Ms float64   `json:"idle_replica_pos_read_p50_ms"`
+	TargetP50Ms   float64   `json:"target_p50_ms"`
+	TargetP99Ms   float64   `json:"target_p99_ms"`
+	P50Result     string    `json:"p50_result"`
+	P99Result     string    `json:"p99_result"`
+	Anchor        string    `json:"litefs_anchor"`
+	samples       []float64 // ms, in commit order
 }
 
 // catchUpResult is a fresh replica catching up on a large database.
@@ -153,7 +160,7 @@ func runReplication(ctx context.Context, cfg config, parts replParts, bin, work,
 			return nil, err
 		}
 		sampler := newRSSSampler(r.replica.pid())
-		peak, err := sampler.during(func() error {
+		peak, err := sampler.during(func() (err error) {
 			if parts.lag {
 				if res.Lag, err = r.measureLag(ctx); err != nil {
 					return fmt.Errorf("repl-lag: %w", err)
@@ -198,7 +205,14 @@ func (r *replRun) start(ctx context.Context, name string, candidate bool, primar
 	}
 	spec := nodeSpec{dir: filepath.Join(r.dir, name), hostname: name, port: port, candidate: candidate, primary: primary}
 	if r.cfg.cpuProfileDir != "" {
-		spec.env = []string{"LITEFS_CPUPROFILE=" + filepath.Join(r.cfg.cpuProfileDir, name+".pprof")}
+		dir, err := filepath.Abs(r.cfg.cpuProfileDir)
+		if err == nil {
+			err = os.MkdirAll(dir, 0o755)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("-cpuprofile-dir: %w", err)
+		}
+		spec.env = []string{"LITEFS_CPUPROFILE=" + filepath.Join(dir, name+".pprof")}
 	}
 	if candidate {
 		r.primaryPort = port
@@ -284,7 +298,7 @@ type posReader struct {
 	buf  [64]byte
 }
 
-func openPosReader(path string) (*posReader, error) {
+func newPosReader(path string) (*posReader, error) {
 	p := &posReader{path: path}
 	_, err := p.read()
 	return p, err
@@ -302,8 +316,6 @@ func (p *posReader) read() ([]byte, error) {
 	}
 	return p.buf[:max(n, 0)], nil
 }
-
-func (p *posReader) Close() error { return nil }
 
 // measureLag commits single-row transactions on the primary one at a time
 // and, after each, times how long until the replica shows the position the
@@ -324,22 +336,34 @@ func (r *replRun) measureLag(ctx context.Context) (*lagResult, error) {
 	if _, err := r.waitCaughtUp(ctx, r.replica, name); err != nil {
 		return nil, err
 	}
-	ppos, err := openPosReader(posPath(r.primary, name))
+	ppos, err := newPosReader(posPath(r.primary, name))
 	if err != nil {
 		return nil, err
 	}
-	defer ppos.Close()
-	rpos, err := openPosReader(posPath(r.replica, name))
+	rpos, err := newPosReader(posPath(r.replica, name))
 	if err != nil {
 		return nil, err
 	}
-	defer rpos.Close()
+
+	// What one read of the replica's position costs on an idle node: the
+	// resolution of the measurement.
+	idle := make([]float64, 0, lagIdlePolls)
+	for range lagIdlePolls {
+		start := time.Now()
+		if _, err := rpos.read(); err != nil {
+			return nil, fmt.Errorf("replica position: %w", err)
+		}
+		idle = append(idle, msSince(start))
+	}
+	slices.Sort(idle)
 
 	n := r.cfg.replN
 	warm := min(lagWarmUpTxs, n)
 	r.logf("repl-lag: %d single-row transactions (WAL, sync=NORMAL) after %d unmeasured, each waited for on the replica ...", n, warm)
 	res := &lagResult{Txs: n, TargetP50Ms: lagP50TargetMs, TargetP99Ms: lagP99TargetMs,
-		Anchor: "LiteFS p50 " + anchorLag50 + ", p99 " + anchorLag99, samples: make([]float64, 0, n)}
+		Anchor: "LiteFS p50 " + anchorLag50 + ", p99 " + anchorLag99, samples: make([]float64, 0, n),
+		IdlePollP50Ms: percentile(idle, 50)}
+	primaryReads := make([]float64, 0, n)
 	var target []byte
 	polls := 0
 	for i := range warm + n {
@@ -353,6 +377,9 @@ func (r *replRun) measureLag(ctx context.Context) (*lagResult, error) {
 		pos, err := ppos.read()
 		if err != nil {
 			return nil, fmt.Errorf("tx %d: primary position: %w", i+1, err)
+		}
+		if i >= warm {
+			primaryReads = append(primaryReads, msSince(start))
 		}
 		target = append(target[:0], pos...)
 		for k := 0; ; k++ {
@@ -377,13 +404,16 @@ func (r *replRun) measureLag(ctx context.Context) (*lagResult, error) {
 			}
 		}
 		if i >= warm {
-			res.samples = append(res.samples, float64(time.Since(start).Nanoseconds())/1e6)
+			res.samples = append(res.samples, msSince(start))
 		}
 	}
 	res.summarize()
+	slices.Sort(primaryReads)
+	res.PrimaryReadP50Ms = percentile(primaryReads, 50)
 	res.PollsPerTx = float64(polls) / float64(n)
-	r.logf("repl-lag: p50 %.3f ms, p99 %.3f ms, mean %.3f ms, max %.3f ms (%.1f replica position reads per tx)",
-		res.P50Ms, res.P99Ms, res.MeanMs, res.MaxMs, res.PollsPerTx)
+	r.logf("repl-lag: p50 %.3f ms, p99 %.3f ms, mean %.3f ms, max %.3f ms (%.1f replica position reads per tx; "+
+		"reading the primary's position after COMMIT took %.3f ms p50; one read of the replica's costs %.3f ms p50 when idle)",
+		res.P50Ms, res.P99Ms, res.MeanMs, res.MaxMs, res.PollsPerTx, res.PrimaryReadP50Ms, res.IdlePollP50Ms)
 	return res, nil
 }
 
@@ -406,8 +436,11 @@ func (l *lagResult) summarize() {
 	l.P99Result = verdict(l.P99Ms <= l.TargetP99Ms)
 }
 
-// percentile is the nearest-rank p-th percentile of sorted, non-empty s.
+// percentile is the nearest-rank p-th percentile of sorted s; 0 if empty.
 func percentile(s []float64, p float64) float64 {
+	if len(s) == 0 {
+		return 0
+	}
 	rank := int(float64(len(s))*p/100+0.999999999) - 1
 	return s[max(0, min(rank, len(s)-1))]
 }
@@ -614,15 +647,19 @@ func (r *replRun) measureCatchUp(ctx context.Context) (*catchUpResult, error) {
 	res.ReadySeconds, res.Seconds = ready.Seconds(), elapsed.Seconds()
 	res.MiBPerSec = float64(res.SizeBytes) / (1 << 20) / elapsed.Seconds()
 	res.Result = verdict(res.MiBPerSec >= catchUpTargetMiBps)
-	res.Snapshot = strings.Contains(readAll(fresh.logPath), "applied snapshot")
 	_, res.RSSSamples, _ = sampler.result()
 	if peak > 0 {
 		res.PeakRSSKB, res.RSSResult = peak, verdict(peak <= rssTargetKB)
 	}
 	r.logf("repl-catchup: fresh replica caught up on %s in %.3fs from process start (mount ready after %.3fs): %.0f MiB/s, peak RSS %s",
 		formatBytes(res.SizeBytes), res.Seconds, res.ReadySeconds, res.MiBPerSec, formatKBPtr(nonZero(peak)))
-	return res, r.stopNode(fresh)
+	// The log line may land after the position: read it once stopped.
+	err = r.stopNode(fresh)
+	res.Snapshot = strings.Contains(readAll(fresh.logPath), "applied snapshot")
+	return res, err
 }
+
+func msSince(t time.Time) float64 { return float64(time.Since(t).Nanoseconds()) / 1e6 }
 
 func readAll(path string) string {
 	b, _ := os.ReadFile(path)
@@ -638,15 +675,16 @@ func (r *replResult) writeMarkdown(w io.Writer) {
 	rss := "<= " + formatKB(rssTargetKB)
 	if l := r.Lag; l != nil {
 		what := fmt.Sprintf("commit-to-visible lag on a replica, %%s (%d single-row tx, WAL, sync=NORMAL)", l.Txs)
-		fmt.Fprintf(w, "| %s | %.3f ms | <= %.1f ms | %s | %s | mean %.3f ms, max %.3f ms; COMMIT returned on the primary to the replica's <db>-pos equal to the primary's, read in a tight loop (%.1f reads/tx) |\n",
-			fmt.Sprintf(what, "p50"), l.P50Ms, l.TargetP50Ms, l.P50Result, anchorLag50, l.MeanMs, l.MaxMs, l.PollsPerTx)
+		fmt.Fprintf(w, "| %s | %.3f ms | <= %.1f ms | %s | %s | from COMMIT returning on the primary until the replica's <db>-pos equals the primary's (read right after COMMIT: %.3f ms p50), "+
+			"polled in a tight loop (%.1f reads/tx, %.3f ms per read when idle); mean %.3f ms, max %.3f ms |\n",
+			fmt.Sprintf(what, "p50"), l.P50Ms, l.TargetP50Ms, l.P50Result, anchorLag50, l.PrimaryReadP50Ms, l.PollsPerTx, l.IdlePollP50Ms, l.MeanMs, l.MaxMs)
 		fmt.Fprintf(w, "| %s | %.3f ms | <= %.1f ms | %s | %s | |\n",
 			fmt.Sprintf(what, "p99"), l.P99Ms, l.TargetP99Ms, l.P99Result, anchorLag99)
 	}
 	if s := r.Select; s != nil {
-		fmt.Fprintf(w, "| %s (queries/s), replica/plain | %s | >= %.2f | %s | %s | plain copy %s, replica %s queries/s; median of %d rounds, spread %.0f%% |\n",
+		fmt.Fprintf(w, "| %s (queries/s), replica/plain | %s | >= %.2f | %s | %s | plain copy %s, replica %s queries/s; median of %d %s, spread %.0f%% |\n",
 			s.Name, formatRatio(s.Ratio), s.Target, s.Result, anchorReplSelect,
-			formatRate(s.Plain.Median), formatRate(s.Litefs.Median), len(s.RoundRatios), 100*max(s.Plain.spread(), s.Litefs.spread()))
+			formatRate(s.Plain.Median), formatRate(s.Litefs.Median), len(s.RoundRatios), plural(len(s.RoundRatios), "round"), 100*max(s.Plain.spread(), s.Litefs.spread()))
 	}
 	if r.ReplicaRSSResult != "" {
 		fmt.Fprintf(w, "| replica peak RSS during the above (VmRSS every %v) | %s | %s | %s | | |\n",

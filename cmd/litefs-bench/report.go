@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,6 +41,10 @@ type report struct {
 	RSS       rssResult   `json:"rss"`
 	Repl      *replResult `json:"replication,omitempty"`
 	Elapsed   string      `json:"elapsed"`
+	// Load averages (1, 5, 15 min) at start and end: a busy machine
+	// (other processes on the same CPUs) makes every figure noisier.
+	LoadStart string `json:"loadavg_start,omitempty"`
+	LoadEnd   string `json:"loadavg_end,omitempty"`
 }
 
 // resultRow compares one workload across the two sides.
@@ -194,7 +199,7 @@ func (r *report) writeJSON(w io.Writer) error {
 }
 
 func (r *report) writeMarkdown(w io.Writer) {
-	if r.mainRan {
+	if r.mainRan || len(r.Rows) > 0 {
 		r.writeMainTable(w)
 	}
 	if r.Repl != nil {
@@ -210,7 +215,11 @@ func (r *report) writeMarkdown(w io.Writer) {
 	if r.LitefsPID > 0 {
 		fmt.Fprintf(w, " (pid %d)", r.LitefsPID)
 	}
-	fmt.Fprintf(w, "; %s, %d CPUs; total %s.\n", r.GoVersion, r.CPUs, r.Elapsed)
+	fmt.Fprintf(w, "; %s, %d CPUs; total %s.", r.GoVersion, r.CPUs, r.Elapsed)
+	if r.LoadStart != "" {
+		fmt.Fprintf(w, " Load average (1/5/15 min) at start %s, at end %s.", r.LoadStart, r.LoadEnd)
+	}
+	fmt.Fprintln(w)
 	if r.RSS.SampleError != "" {
 		fmt.Fprintf(w, "RSS sampling error: %s\n", r.RSS.SampleError)
 	}
@@ -243,6 +252,20 @@ func (r *report) writeMainTable(w io.Writer) {
 			b.MiB, formatBytes(b.SizeBytes), b.Seconds, formatKBPtr(nonZero(peak)), target, b.Result)
 	}
 	fmt.Fprintln(w)
+}
+
+// loadAvg is the 1, 5 and 15 minute load averages from /proc/loadavg, or
+// "" if unreadable.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func plural(n int, word string) string {

@@ -69,6 +69,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 		}
 	}
 	rep.Elapsed = time.Since(rep.started).Round(time.Second).String()
+	rep.LoadEnd = loadAvg()
 	if cfg.jsonOut {
 		return rep.writeJSON(stdout)
 	}
@@ -161,5 +162,6 @@ func newReport(cfg config, work, mountDir string, pid int) *report {
 		FSType:    fsTypeName(work),
 		GoVersion: runtime.Version(),
 		CPUs:      runtime.NumCPU(),
+		LoadStart: loadAvg(),
 	}
 }
