@@ -59,7 +59,8 @@ type FS struct {
 	uid  int
 	pid  int
 
-	denied deniedSet // names whose refused writes were logged
+	denied   deniedSet // names whose refused writes were logged
+	posNodes sync.Map  // database name -> its <db>-pos node
 
 	lockMu    sync.Mutex
 	lockFiles map[string]*os.File // mount-side descriptors for apply locks

@@ -20,7 +20,7 @@ type specialNode struct {
 
 var (
 	_ fs.NodeOpener      = (*specialNode)(nil)
-	_ fs.HandleReadAller = (*specialNode)(nil)
+	_ fs.HandleReader    = (*specialNode)(nil)
 )
 
 func (s *specialNode) inode() uint64 { return fs.GenerateDynamicInode(1, "litefs-special:"+s.name) }
@@ -45,12 +45,18 @@ func (s *specialNode) Open(ctx context.Context, req *fuse.OpenRequest, resp *fus
 	return s, nil
 }
 
-func (s *specialNode) ReadAll(ctx context.Context) ([]byte, error) {
+// Read computes the content afresh on every read, so a reader can keep the
+// file open and pread it again (a position or lag poll costs one round
+// trip, not a lookup, an open and a release).
+func (s *specialNode) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadResponse) error {
 	c, ok := s.content()
 	if !ok {
-		return nil, syscall.ENOENT
+		return syscall.ENOENT
 	}
-	return []byte(c), nil
+	if req.Offset < int64(len(c)) {
+		resp.Data = []byte(c[req.Offset:min(int64(len(c)), req.Offset+int64(req.Size))])
+	}
+	return nil
 }
 
 // special returns the virtual file called name in directory n, or nil.
@@ -83,8 +89,18 @@ func (f *FS) specials(n *Node) []*specialNode {
 	return out
 }
 
+// posNode returns the <db>-pos file of a database; one node per name, so
+// repeated lookups give the kernel the same node instead of a new one each.
 func (f *FS) posNode(dir *Node, name, db string) *specialNode {
 	full := joinName(dir.relPath(), db)
+	if sp, ok := f.posNodes.Load(full); ok {
+		return sp.(*specialNode)
+	}
+	sp, _ := f.posNodes.LoadOrStore(full, f.newPosNode(name, full))
+	return sp.(*specialNode)
+}
+
+func (f *FS) newPosNode(name, full string) *specialNode {
 	return &specialNode{fs: f, name: name, content: func() (string, bool) {
 		sdb := f.cfg.Store.DB(full)
 		if sdb == nil {

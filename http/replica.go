@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/replfs/litefs/store"
+	sltx "github.com/superfly/ltx"
 )
 
 // PrimaryFinder says where the primary is; the lease provides it.
@@ -60,6 +61,8 @@ type Replica struct {
 
 	mu    sync.Mutex
 	dirty map[string]bool // databases applied to since the last sync
+
+	buf []byte // receive buffer for LTX frames, reused by the stream goroutine
 }
 
 // NewReplica returns a replica client; Run drives it.
@@ -187,6 +190,23 @@ func (r *Replica) stream(ctx context.Context, url string) error {
 	idle := time.AfterFunc(idleTimeout, cancel)
 	defer idle.Stop()
 	br := bufio.NewReaderSize(idleReader{resp.Body, idle}, 256<<10)
+
+	// Applied transactions are made durable in the background, off the
+	// path from the primary's commit to visibility here; many share one
+	// fsync under load.
+	syncReq := make(chan struct{}, 1)
+	syncDone := make(chan struct{})
+	go func() {
+		defer close(syncDone)
+		for range syncReq {
+			r.syncDirty()
+		}
+		r.syncDirty()
+	}()
+	defer func() {
+		close(syncReq)
+		<-syncDone
+	}()
 	for {
 		idle.Reset(idleTimeout)
 		t, err := readType(br)
@@ -196,8 +216,11 @@ func (r *Replica) stream(ctx context.Context, url string) error {
 		if err := r.handle(ctx, br, t); err != nil {
 			return err
 		}
-		if br.Buffered() == 0 {
-			r.syncDirty() // nothing more queued: make what was applied durable
+		if t != frameHeartbeat && br.Buffered() == 0 {
+			select {
+			case syncReq <- struct{}{}:
+			default: // a sync is already pending and will include this
+			}
 		}
 	}
 }
@@ -258,22 +281,36 @@ func (r *Replica) applyLTX(ctx context.Context, br *bufio.Reader, name string) e
 	if err != nil {
 		return err
 	}
-	tmp := db.IncomingPath()
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
+	var pos sltx.Pos
+	if size <= store.MaxInMemoryLTX {
+		// The common case: decoded once, from memory.
+		if uint64(cap(r.buf)) < size {
+			r.buf = make([]byte, size)
+		}
+		data := r.buf[:size]
+		if _, err := io.ReadFull(br, data); err != nil {
+			return fmt.Errorf("receive ltx for %s: %w", name, err)
+		}
+		pos, err = r.cfg.Store.ApplyLTXData(ctx, name, data)
+	} else {
+		tmp := db.IncomingPath()
+		f, ferr := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+		if ferr != nil {
+			return ferr
+		}
+		_, err = io.CopyN(f, br, int64(size))
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			os.Remove(tmp)
+			return fmt.Errorf("receive ltx for %s: %w", name, err)
+		}
+		if pos, err = r.cfg.Store.ApplyLTX(ctx, name, tmp); err != nil {
+			os.Remove(tmp)
+		}
 	}
-	_, err = io.CopyN(f, br, int64(size))
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
 	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("receive ltx for %s: %w", name, err)
-	}
-	pos, err := r.cfg.Store.ApplyLTX(ctx, name, tmp)
-	if err != nil {
-		os.Remove(tmp)
 		if errors.Is(err, store.ErrNeedSnapshot) {
 			r.log.Warn("cannot apply transaction at this position; asking for a snapshot", "db", name, "err", err)
 			r.forget(db)

@@ -289,33 +289,35 @@ func (r *replRun) waitCaughtUp(ctx context.Context, replica *litefsProc, db stri
 	return want, r.waitPos(ctx, replica, db, want, time.Millisecond, caughtUpTimeout)
 }
 
-// posReader reads one <db>-pos file with bare open/pread/close system
-// calls into a fixed buffer, so a tight polling loop neither allocates nor
-// pays for more than the FUSE requests themselves. The file must be opened
-// anew for every read: the node computes its content once per open file.
+// posReader reads one <db>-pos file with pread on a descriptor kept open,
+// into a fixed buffer: the node computes the content on every read, so a
+// poll costs one FUSE round trip and a tight loop does not allocate.
 type posReader struct {
 	path string
+	fd   int
 	buf  [64]byte
 }
 
 func newPosReader(path string) (*posReader, error) {
-	p := &posReader{path: path}
-	_, err := p.read()
+	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	p := &posReader{path: path, fd: fd}
+	_, err = p.read()
 	return p, err
 }
 
 func (p *posReader) read() ([]byte, error) {
-	fd, err := syscall.Open(p.path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: p.path, Err: err}
-	}
-	n, err := syscall.Pread(fd, p.buf[:], 0)
-	syscall.Close(fd)
+	n, err := syscall.Pread(p.fd, p.buf[:], 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "read", Path: p.path, Err: err}
 	}
 	return p.buf[:max(n, 0)], nil
 }
+
+// close releases the descriptor.
+func (p *posReader) close() { syscall.Close(p.fd) }
 
 // measureLag commits single-row transactions on the primary one at a time
 // and, after each, times how long until the replica shows the position the
@@ -340,10 +342,12 @@ func (r *replRun) measureLag(ctx context.Context) (*lagResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer ppos.close()
 	rpos, err := newPosReader(posPath(r.replica, name))
 	if err != nil {
 		return nil, err
 	}
+	defer rpos.close()
 
 	// What one read of the replica's position costs on an idle node: the
 	// resolution of the measurement.
