@@ -6,9 +6,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/replfs/litefs/ltx"
-	"github.com/replfs/litefs/store"
 	sltx "github.com/superfly/ltx"
+	"golang.org/x/sys/unix"
 )
 
 // SnapshotInfo describes a database image written by Snapshot.
@@ -54,75 +53,64 @@ func (r *Registry) Snapshot(ctx context.Context, name string, dst *os.File) (Sna
 	if info.Pos.TXID == 0 || info.Commit == 0 {
 		return info, dst.Truncate(0)
 	}
-	var read ltx.ReadPageFunc
-	if d.wal.active && d.wal.pageSize == info.PageSize {
-		wf, err := os.Open(d.path() + "-wal")
-		if err != nil {
-			return info, fmt.Errorf("snapshot %s: open wal: %w", name, err)
+	f, err := d.dbFile()
+	if err != nil {
+		return info, fmt.Errorf("snapshot %s: %w", name, err)
+	}
+	if err := copyImage(dst, f, info); err != nil {
+		return info, fmt.Errorf("snapshot %s: %w", name, err)
+	}
+	if !d.wal.active || d.wal.pageSize != info.PageSize || len(d.wal.index) == 0 {
+		return info, nil
+	}
+	// The newest committed version of pages still in the WAL.
+	wf, err := os.Open(d.path() + "-wal")
+	if err != nil {
+		return info, fmt.Errorf("snapshot %s: open wal: %w", name, err)
+	}
+	defer wf.Close()
+	read := d.latestReader(wf, nil, nil, 0)
+	buf := make([]byte, info.PageSize)
+	for pgno := range d.wal.index {
+		if pgno > info.Commit {
+			continue
 		}
-		defer wf.Close()
-		read = d.latestReader(wf, nil, nil, 0)
-	} else {
-		f, err := d.dbFile()
-		if err != nil {
+		if err := read(pgno, buf); err != nil {
+			return info, fmt.Errorf("snapshot %s: page %d: %w", name, pgno, err)
+		}
+		if _, err := dst.WriteAt(buf, int64(pgno-1)*int64(info.PageSize)); err != nil {
 			return info, fmt.Errorf("snapshot %s: %w", name, err)
 		}
-		read = store.PageReader(f, info.PageSize)
-	}
-	if err := writeImage(dst, info, read); err != nil {
-		return info, fmt.Errorf("snapshot %s: %w", name, err)
 	}
 	return info, nil
 }
 
-// writeImage writes every page through read into dst, leaving zero pages as
-// holes so a sparse database stays sparse.
-func writeImage(dst *os.File, info SnapshotInfo, read ltx.ReadPageFunc) error {
+// copyImage copies the database file's first Commit pages into dst with
+// copy_file_range (in the kernel, holes kept), sized exactly: a WAL may
+// have grown the database past the file, and those pages are zero until
+// the WAL overlay.
+func copyImage(dst, src *os.File, info SnapshotInfo) error {
+	size := int64(info.PageSize) * int64(info.Commit)
 	if err := dst.Truncate(0); err != nil {
 		return err
 	}
-	ps := int64(info.PageSize)
-	const batch = 64 // pages per write: fewer system calls for big databases
-	buf := make([]byte, batch*ps)
-	lock := ltx.LockPgno(info.PageSize)
-	flush := func(first uint32, n int) error {
-		if n == 0 {
-			return nil
-		}
-		_, err := dst.WriteAt(buf[:int64(n)*ps], int64(first-1)*ps)
+	fi, err := src.Stat()
+	if err != nil {
 		return err
 	}
-	var first uint32
-	n := 0
-	for pgno := uint32(1); pgno <= info.Commit; pgno++ {
-		page := buf[int64(n)*ps : int64(n+1)*ps]
-		zero := pgno == lock
-		if !zero {
-			if err := read(pgno, page); err != nil {
-				return fmt.Errorf("read page %d: %w", pgno, err)
-			}
-			zero = isZero(page)
+	n := min(size, fi.Size())
+	for off := int64(0); off < n; {
+		w, err := unix.CopyFileRange(int(src.Fd()), &off, int(dst.Fd()), ptr(off), int(min(n-off, 1<<30)), 0)
+		if err != nil {
+			return fmt.Errorf("copy database: %w", err)
 		}
-		if zero {
-			if err := flush(first, n); err != nil {
-				return err
-			}
-			n = 0
-			continue
-		}
-		if n == 0 {
-			first = pgno
-		}
-		n++
-		if n == batch {
-			if err := flush(first, n); err != nil {
-				return err
-			}
-			n = 0
+		if w == 0 {
+			return fmt.Errorf("copy database: short copy at %d of %d", off, n)
 		}
 	}
-	if err := flush(first, n); err != nil {
-		return err
-	}
-	return dst.Truncate(int64(info.Commit) * ps)
+	return dst.Truncate(size)
 }
+
+// ptr returns a pointer to a copy of v (copy_file_range advances both
+// offsets itself; the source offset drives the loop).
+func ptr(v int64) *int64 { return &v }

@@ -265,6 +265,12 @@ func (db *DB) openFile(path string) (*os.File, error) {
 	return f, nil
 }
 
+func (db *DB) fileIsClosed() bool {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.file == nil
+}
+
 func (db *DB) closeFile() {
 	db.mu.Lock()
 	defer db.mu.Unlock()

@@ -98,6 +98,31 @@ func (s *Store) ApplySnapshot(ctx context.Context, name string, sp SnapshotPos, 
 	}
 	db.applyMu.Lock()
 	defer db.applyMu.Unlock()
+	path := s.Path(name)
+	if _, err := os.Stat(path); os.IsNotExist(err) && db.fileIsClosed() {
+		// A database new to this node: no reader can have it open, so the
+		// verified image simply becomes the file.
+		if err := os.Rename(img.Name(), path); err != nil {
+			return fmt.Errorf("apply snapshot to %s: %w", name, err)
+		}
+	} else if err := s.copySnapshot(ctx, db, name, sp, img); err != nil {
+		return err
+	}
+	db.removeHistory()
+	if err := db.writeSnapshotPos(sp); err != nil {
+		return fmt.Errorf("apply snapshot to %s: %w", name, err)
+	}
+	db.mu.Lock()
+	db.pos = sltx.NewPos(sp.TXID, sp.Checksum)
+	db.pageSize, db.commit, db.syncedTo = sp.PageSize, sp.Commit, sp.TXID
+	db.mu.Unlock()
+	db.notify()
+	return nil
+}
+
+// copySnapshot writes the image over an existing database in place, under
+// the apply guard, so SQLite connections' open descriptors stay valid.
+func (s *Store) copySnapshot(ctx context.Context, db *DB, name string, sp SnapshotPos, img *os.File) error {
 	f, err := db.openFile(s.Path(name))
 	if err != nil {
 		return err
@@ -119,15 +144,6 @@ func (s *Store) ApplySnapshot(ctx context.Context, name string, sp SnapshotPos, 
 	if uerr != nil {
 		s.log.Warn("dropping cached pages after snapshot", "db", name, "err", uerr)
 	}
-	db.removeHistory()
-	if err := db.writeSnapshotPos(sp); err != nil {
-		return fmt.Errorf("apply snapshot to %s: %w", name, err)
-	}
-	db.mu.Lock()
-	db.pos = sltx.NewPos(sp.TXID, sp.Checksum)
-	db.pageSize, db.commit, db.syncedTo = sp.PageSize, sp.Commit, sp.TXID
-	db.mu.Unlock()
-	db.notify()
 	return nil
 }
 
