@@ -80,11 +80,34 @@ func (l *applyLock) lockWAL(ctx context.Context) error {
 			return err
 		}
 	}
+	// No reader in the way: no need to divert the others.
+	flk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: shmLockOffset + 3, Len: 1}
+	if unix.FcntlFlock(l.file.Fd(), unix.F_OFD_SETLK, &flk) == nil {
+		return nil
+	}
 	l.diverted = divertReaders(l.file)
 	if !l.diverted {
 		return l.lock(ctx, shmLockOffset+3, 1)
 	}
 	return l.lockWait(ctx, shmLockOffset+3, 1)
+}
+
+// shmInUse reports whether anything but this process's lock descriptor has
+// the database's -shm open through the mount. If nothing has, no reader
+// holds a copy of the WAL-index header to invalidate: the next one to open
+// it is the first and rebuilds the index from the (empty) WAL.
+func (f *FS) shmInUse(name string) bool {
+	var st syscall.Stat_t
+	if err := syscall.Stat(f.cfg.Store.Path(name+"-shm"), &st); err != nil {
+		return true
+	}
+	n := f.cachedNode(st.Ino)
+	if n == nil {
+		return true
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.opens > 1
 }
 
 // lockFile returns this process's descriptor on a file of the mount, opened
@@ -193,7 +216,7 @@ func (l *applyLock) unlockAll() {
 func (l *applyLock) Unlock(pages []uint32, pageSize uint32) error {
 	defer l.unlockAll()
 	err := l.fs.invalidate(l.name, pages, pageSize)
-	if l.wal {
+	if l.wal && (l.diverted || l.fs.shmInUse(l.name)) {
 		err = errors.Join(err, bumpWALIndex(l.file, l.diverted))
 	}
 	return err

@@ -75,10 +75,13 @@ func (h *Handle) Flush(ctx context.Context, req *fuse.FlushRequest) error { retu
 // database written without a journal commits it.
 func (h *Handle) Release(ctx context.Context, req *fuse.ReleaseRequest) error {
 	err := h.file.Close()
+	n := h.node
+	n.mu.Lock()
+	n.opens--
+	n.mu.Unlock()
 	if !h.writable {
 		return errno(err)
 	}
-	n := h.node
 	n.mu.Lock()
 	n.writers--
 	last := n.writers == 0

@@ -24,6 +24,7 @@ type Node struct {
 	parent  *Node
 	name    string
 	writers int // open writable handles; the last close may be a commit point
+	opens   int // open handles of any kind
 }
 
 var (
@@ -164,11 +165,12 @@ func (n *Node) newHandle(f *os.File, flags int, resp *fuse.OpenResponse) (*Handl
 			return nil, errno(err)
 		}
 	}
+	n.mu.Lock()
+	n.opens++
 	if writable {
-		n.mu.Lock()
 		n.writers++
-		n.mu.Unlock()
 	}
+	n.mu.Unlock()
 	// Journals and WALs are written in small pieces (a 24-byte frame header,
 	// then a page) that the page cache would split further at page
 	// boundaries, one round trip each; SQLite rarely reads them back. So they

@@ -19,8 +19,8 @@ type specialNode struct {
 }
 
 var (
-	_ fs.NodeOpener      = (*specialNode)(nil)
-	_ fs.HandleReader    = (*specialNode)(nil)
+	_ fs.NodeOpener   = (*specialNode)(nil)
+	_ fs.HandleReader = (*specialNode)(nil)
 )
 
 func (s *specialNode) inode() uint64 { return fs.GenerateDynamicInode(1, "litefs-special:"+s.name) }
