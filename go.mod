@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	bazil.org/fuse v0.0.0-20230120002735-62a210ff1fd5
+	github.com/hashicorp/consul/api v1.24.0
 	github.com/mattn/go-sqlite3 v1.14.53
 	github.com/superfly/ltx v0.5.3
 	golang.org/x/sys v0.49.0
@@ -13,7 +14,6 @@ require (
 require (
 	github.com/armon/go-metrics v0.4.1 // indirect
 	github.com/fatih/color v1.14.1 // indirect
-	github.com/hashicorp/consul/api v1.24.0 // indirect
 	github.com/hashicorp/go-cleanhttp v0.5.2 // indirect
 	github.com/hashicorp/go-hclog v1.5.0 // indirect
 	github.com/hashicorp/go-immutable-radix v1.3.1 // indirect
