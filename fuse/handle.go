@@ -46,9 +46,14 @@ func (h *Handle) Write(ctx context.Context, req *fuse.WriteRequest, resp *fuse.W
 	c := h.node.fs.cfg.Capture
 	var n int
 	var err error
-	if h.node.fs.replica() && kind != kindSHM {
-		h.node.fs.logDenied(rel)
-		return syscall.EACCES
+	if h.node.fs.replica() {
+		// Not captured: a replica's databases change only by applies, and
+		// this process's own writes (settling files after a demotion).
+		if kind != kindSHM && !h.node.fs.isSelf(req.Header.Pid) {
+			h.node.fs.logDenied(rel)
+			return syscall.EACCES
+		}
+		kind = kindSHM
 	}
 	switch kind {
 	case kindDB:
