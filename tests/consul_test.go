@@ -177,9 +177,8 @@ func (w *writeLoop) run() {
 	for !w.stop.Load() {
 		if db == nil {
 			for _, n := range w.nodes {
-				if n.cmd == nil {
-					continue
-				}
+				// Only the API is asked: the test goroutine starts and kills
+				// nodes meanwhile, and a dead node does not answer.
 				if ni, err := info(n); err == nil && ni.IsPrimary {
 					db, _ = sql.Open("sqlite3", "file:"+n.Path("app.db")+"?_busy_timeout=2000&_journal_mode=wal")
 					break
