@@ -253,9 +253,9 @@ func TestConsulKillFailover(t *testing.T) {
 }
 
 func TestConsulPromoteHandoff(t *testing.T) {
-	_, nodes := newConsulCluster(t, 2)
+	_, nodes := newConsulCluster(t, 3)
 	p := waitPrimary(t, nodes, -1, 5*time.Second)
-	r := 1 - p
+	r := (p + 1) % len(nodes)
 	db := openDB(t, nodes[p].Path("app.db"), "wal")
 	mustExec(t, db, `CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)`)
 	db.Close()
@@ -277,8 +277,10 @@ func TestConsulPromoteHandoff(t *testing.T) {
 	}
 	downtime := w.finish()
 	t.Logf("handoff: longest gap between acknowledged writes %s", downtime.Round(time.Millisecond))
-	waitCaughtUp(t, nodes[r], "app.db", nodes[p])
-	assertIdentical(t, nodes[r], nodes[p], "app.db")
+	waitCaughtUp(t, nodes[r], "app.db", others(nodes, r)...)
+	for _, n := range others(nodes, r) {
+		assertIdentical(t, nodes[r], n, "app.db")
+	}
 	// Nothing acknowledged was lost: every insert is on the new primary.
 	ndb := openDB(t, nodes[r].Path("app.db"), "wal")
 	var n int64
@@ -288,19 +290,19 @@ func TestConsulPromoteHandoff(t *testing.T) {
 }
 
 func TestConsulAgentStopAndRestart(t *testing.T) {
-	agent, nodes := newConsulCluster(t, 2)
+	agent, nodes := newConsulCluster(t, 3)
 	p := waitPrimary(t, nodes, -1, 5*time.Second)
 	db := openDB(t, nodes[p].Path("app.db"), "delete")
 	mustExec(t, db, `CREATE TABLE t (x)`)
 	mustExec(t, db, `INSERT INTO t VALUES (1)`)
 	db.Close()
-	waitCaughtUp(t, nodes[p], "app.db", nodes[1-p])
+	waitCaughtUp(t, nodes[p], "app.db", others(nodes, p)...)
 
 	agent.Stop()
 	stopped := time.Now()
 	// The primary keeps its role while its lease could still be valid, then
-	// steps down; the replica keeps serving reads throughout.
-	rdb := openDB(t, nodes[1-p].Path("app.db"), "delete")
+	// steps down; the replicas keep serving reads throughout.
+	rdb := openDB(t, others(nodes, p)[0].Path("app.db"), "delete")
 	for {
 		var n int
 		if err := rdb.QueryRow(`SELECT count(*) FROM t`).Scan(&n); err != nil || n != 1 {
@@ -327,8 +329,10 @@ func TestConsulAgentStopAndRestart(t *testing.T) {
 	q := waitPrimary(t, nodes, -1, 30*time.Second)
 	wdb := openDB(t, nodes[q].Path("app.db"), "delete")
 	mustExec(t, wdb, `INSERT INTO t VALUES (2)`)
-	waitCaughtUp(t, nodes[q], "app.db", nodes[1-q])
-	assertIdentical(t, nodes[q], nodes[1-q], "app.db")
+	waitCaughtUp(t, nodes[q], "app.db", others(nodes, q)...)
+	for _, n := range others(nodes, q) {
+		assertIdentical(t, nodes[q], n, "app.db")
+	}
 }
 
 // TestConsulDivergedFormerPrimaryResnapshots: the primary commits while both
