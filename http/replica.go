@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"strings"
@@ -198,10 +199,7 @@ func (r *Replica) stream(ctx context.Context, url string) error {
 	syncDone := make(chan struct{})
 	go func() {
 		defer close(syncDone)
-		for range syncReq {
-			r.syncDirty()
-		}
-		r.syncDirty()
+		r.syncLoop(syncReq)
 	}()
 	defer func() {
 		close(syncReq)
@@ -224,6 +222,11 @@ func (r *Replica) stream(ctx context.Context, url string) error {
 		}
 	}
 }
+
+// syncInterval is the shortest time between two syncs of applied
+// transactions: how much a replica may lose in an OS crash (transactions
+// the primary still has and sends again).
+const syncInterval = 50 * time.Millisecond
 
 // idleTimeout ends a stream that has been silent for this long; the primary
 // sends a heartbeat every second. (A variable for tests.)
@@ -351,21 +354,64 @@ func (r *Replica) markDirty(name string) {
 	r.mu.Unlock()
 }
 
+// syncLoop writes the history files of applied transactions as soon as
+// the stream is idle (a killed replica restarts from them), and fsyncs at
+// most once per syncInterval: each fsync commits the filesystem journal,
+// which stalls every file create on the disk (the primary's LTX files too,
+// when they share it). It returns after a last sync once reqs is closed.
+func (r *Replica) syncLoop(reqs <-chan struct{}) {
+	var last time.Time
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	armed := false
+	for {
+		select {
+		case _, ok := <-reqs:
+			if !ok {
+				r.syncDirty(true)
+				return
+			}
+			if time.Since(last) >= syncInterval {
+				r.syncDirty(true)
+				last = time.Now()
+			} else {
+				r.syncDirty(false)
+				if !armed {
+					timer.Reset(syncInterval - time.Since(last))
+					armed = true
+				}
+			}
+		case <-timer.C:
+			armed = false
+			r.syncDirty(true)
+			last = time.Now()
+		}
+	}
+}
+
 // syncDirty fsyncs the history and files of databases applied to since the
 // last call. It runs when the stream has nothing queued, so under load many
 // transactions share one fsync; a replica that crashes before it loses only
 // transactions the primary still has and sends again.
-func (r *Replica) syncDirty() {
+func (r *Replica) syncDirty(fsync bool) {
 	r.mu.Lock()
-	names := r.dirty
-	r.dirty = map[string]bool{}
+	names := maps.Clone(r.dirty)
+	if fsync {
+		clear(r.dirty)
+	}
 	r.mu.Unlock()
 	for name := range names {
 		db := r.cfg.Store.DB(name)
 		if db == nil {
 			continue
 		}
-		if err := errors.Join(db.SyncFile(), db.SyncHistory()); err != nil {
+		var err error
+		if fsync {
+			err = errors.Join(db.SyncFile(), db.SyncAppliedHistory())
+		} else {
+			err = db.WriteAppliedHistory()
+		}
+		if err != nil {
 			r.log.Error("sync applied transactions", "db", name, "err", err)
 		}
 	}

@@ -304,6 +304,11 @@ func (db *DB) resetPos() {
 // removeHistory deletes every LTX file and any snapshot position: they
 // describe a lineage the database is leaving.
 func (db *DB) removeHistory() {
+	db.histMu.Lock()
+	defer db.histMu.Unlock()
+	db.mu.Lock()
+	db.pending = nil
+	db.mu.Unlock()
 	txids, _ := db.History()
 	for _, txid := range txids {
 		_ = os.Remove(db.LTXPath(txid))

@@ -129,14 +129,43 @@ func (s *Store) ApplyLTXData(ctx context.Context, name string, data []byte) (slt
 	db.pos, db.commit = newPos, hdr.Commit
 	db.mu.Unlock()
 	db.notify()
-	// The history file is written after the apply, off the path to
-	// visibility (a file create can wait on the journal commit of a
-	// concurrent fsync). A replica that dies before it is written finds its
-	// file one transaction ahead of its history and takes a snapshot.
-	if err := writeFileNoSync(db.LTXPath(hdr.MaxTXID), data); err != nil {
-		s.log.Error("write applied transaction to history", "db", name, "err", err)
-	}
+	// The history file is written later, by SyncHistory in the replica's
+	// background sync, off the path to visibility (a file create can wait
+	// on the journal commit of a concurrent fsync). A replica that dies
+	// before it is written finds its file ahead of its history and takes a
+	// snapshot.
+	db.mu.Lock()
+	db.pending = append(db.pending, pendingLTX{path: db.LTXPath(hdr.MaxTXID), data: bytes.Clone(data)})
+	db.mu.Unlock()
 	return newPos, nil
+}
+
+// pendingLTX is an applied LTX file waiting to be written to the history.
+type pendingLTX struct {
+	path string
+	data []byte
+}
+
+// flushPendingLocked writes the pending history files. db.mu is held.
+func (db *DB) flushPendingLocked() error {
+	for len(db.pending) > 0 {
+		p := db.pending[0]
+		if err := writeFileNoSync(p.path, p.data); err != nil {
+			return fmt.Errorf("write applied transaction to history: %w", err)
+		}
+		db.pending[0] = pendingLTX{}
+		db.pending = db.pending[1:]
+	}
+	db.pending = nil
+	return nil
+}
+
+// History files are read by the streamer and by recovery; pending ones are
+// written first.
+func (db *DB) flushPending() error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.flushPendingLocked()
 }
 
 // applyViaFile hands an in-memory LTX file to the file-based path.

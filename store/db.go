@@ -28,8 +28,10 @@ type DB struct {
 	mu       sync.Mutex
 	pos      sltx.Pos
 	pageSize uint32
-	commit   uint32    // size in pages at pos
-	syncedTo sltx.TXID // LTX files up to this one are known durable
+	commit   uint32       // size in pages at pos
+	syncedTo sltx.TXID    // LTX files up to this one are known durable
+	pending  []pendingLTX // applied on a replica, not yet written to the history
+	histMu   sync.Mutex   // serialises writing pending files with removing history
 }
 
 // Tx is a committed transaction handed over by the capture layer.
@@ -104,7 +106,7 @@ func (db *DB) writeTx(tx Tx) (sltx.Pos, error) {
 	db.pos = sltx.NewPos(txid, post)
 	db.pageSize, db.commit = tx.PageSize, tx.Commit
 	if tx.Sync {
-		if err := db.syncLocked(); err != nil {
+		if err := db.syncLocked(false); err != nil {
 			return db.pos, err
 		}
 	}
@@ -119,17 +121,78 @@ func (db *DB) writeTx(tx Tx) (sltx.Pos, error) {
 func (db *DB) SyncHistory() error {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	return db.syncLocked()
+	return db.syncLocked(false)
+}
+
+// SyncAppliedHistory is SyncHistory for a replica's batches: always one
+// fsync per file, never syncfs(2), which would flush the whole filesystem
+// (other nodes' files included) and stall it. The first fsync commits the
+// journal for all the new files, so the others cost little.
+//
+// db.mu is not held while files are written and synced, so applies go on
+// meanwhile; histMu keeps removeHistory from racing with the writes.
+func (db *DB) SyncAppliedHistory() error {
+	db.histMu.Lock()
+	defer db.histMu.Unlock()
+	if err := db.writePending(); err != nil {
+		return err
+	}
+	db.mu.Lock()
+	from, to := db.syncedTo, db.pos.TXID
+	db.mu.Unlock()
+	if !db.sync || from >= to {
+		return nil
+	}
+	for txid := from + 1; txid <= to; txid++ {
+		if err := fsyncPath(db.LTXPath(txid)); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("sync ltx of %s: %w", db.name, err)
+		}
+	}
+	if err := fsyncPath(db.ltxDir); err != nil {
+		return fmt.Errorf("sync history dir of %s: %w", db.name, err)
+	}
+	db.mu.Lock()
+	if to > db.syncedTo && to <= db.pos.TXID {
+		db.syncedTo = to
+	}
+	db.mu.Unlock()
+	return nil
+}
+
+// WriteAppliedHistory writes the history files of applied transactions
+// without syncing them: enough for a restart after the process is killed.
+func (db *DB) WriteAppliedHistory() error {
+	db.histMu.Lock()
+	defer db.histMu.Unlock()
+	return db.writePending()
+}
+
+// writePending writes pending history files; histMu is held, db.mu is not
+// held during the writes.
+func (db *DB) writePending() error {
+	db.mu.Lock()
+	pending := db.pending
+	db.pending = nil
+	db.mu.Unlock()
+	for _, p := range pending {
+		if err := writeFileNoSync(p.path, p.data); err != nil {
+			return fmt.Errorf("write applied transaction to history: %w", err)
+		}
+	}
+	return nil
 }
 
 // maxFileSyncs is how many pending LTX files are fsynced individually.
 const maxFileSyncs = 8
 
-func (db *DB) syncLocked() error {
+func (db *DB) syncLocked(perFile bool) error {
+	if err := db.flushPendingLocked(); err != nil {
+		return err
+	}
 	if !db.sync || db.syncedTo >= db.pos.TXID {
 		return nil
 	}
-	if db.pos.TXID-db.syncedTo > maxFileSyncs {
+	if db.pos.TXID-db.syncedTo > maxFileSyncs && !perFile {
 		d, err := os.Open(db.ltxDir)
 		if err != nil {
 			return fmt.Errorf("open history dir for sync: %w", err)
@@ -164,6 +227,9 @@ func fsyncPath(path string) error {
 
 // History lists the LTX files of the database in TXID order.
 func (db *DB) History() ([]sltx.TXID, error) {
+	if err := db.flushPending(); err != nil {
+		return nil, err
+	}
 	ents, err := os.ReadDir(db.ltxDir)
 	if err != nil {
 		return nil, fmt.Errorf("list history of %s: %w", db.name, err)
