@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	sltx "github.com/superfly/ltx"
@@ -28,6 +29,17 @@ type SnapshotInfo struct {
 // mode the newest committed frames are overlaid on the database file, so a
 // concurrent checkpoint changes nothing.
 func (r *Registry) Snapshot(ctx context.Context, name string, dst *os.File) (SnapshotInfo, error) {
+	return r.SnapshotProgress(ctx, name, dst, nil)
+}
+
+// SnapshotProgress is Snapshot reporting progress: after each chunk of the
+// image is final in dst, progress gets the position and how many bytes from
+// the start are final, so a caller can stream the image while it is being
+// copied.
+func (r *Registry) SnapshotProgress(ctx context.Context, name string, dst *os.File, progress func(SnapshotInfo, int64)) (SnapshotInfo, error) {
+	if progress == nil {
+		progress = func(SnapshotInfo, int64) {}
+	}
 	d := r.DB(name)
 	delay := 100 * time.Microsecond
 	for {
@@ -57,30 +69,47 @@ func (r *Registry) Snapshot(ctx context.Context, name string, dst *os.File) (Sna
 	if err != nil {
 		return info, fmt.Errorf("snapshot %s: %w", name, err)
 	}
-	if err := copyImage(dst, f, info); err != nil {
-		return info, fmt.Errorf("snapshot %s: %w", name, err)
+	// Pages whose newest committed version is still in the WAL, in order.
+	var walPages []uint32
+	var read func(uint32, []byte) error
+	if d.wal.active && d.wal.pageSize == info.PageSize && len(d.wal.index) > 0 {
+		wf, err := os.Open(d.path() + "-wal")
+		if err != nil {
+			return info, fmt.Errorf("snapshot %s: open wal: %w", name, err)
+		}
+		defer wf.Close()
+		read = d.latestReader(wf, nil, nil, 0)
+		for pgno := range d.wal.index {
+			if pgno <= info.Commit {
+				walPages = append(walPages, pgno)
+			}
+		}
+		slices.Sort(walPages)
 	}
-	if !d.wal.active || d.wal.pageSize != info.PageSize || len(d.wal.index) == 0 {
-		return info, nil
-	}
-	// The newest committed version of pages still in the WAL.
-	wf, err := os.Open(d.path() + "-wal")
-	if err != nil {
-		return info, fmt.Errorf("snapshot %s: open wal: %w", name, err)
-	}
-	defer wf.Close()
-	read := d.latestReader(wf, nil, nil, 0)
 	buf := make([]byte, info.PageSize)
-	for pgno := range d.wal.index {
-		if pgno > info.Commit {
-			continue
+	ps := int64(info.PageSize)
+	overlay := func(end int64) error { // WAL pages that start before end
+		for len(walPages) > 0 && int64(walPages[0]-1)*ps < end {
+			pgno := walPages[0]
+			walPages = walPages[1:]
+			if err := read(pgno, buf); err != nil {
+				return fmt.Errorf("page %d: %w", pgno, err)
+			}
+			if _, err := dst.WriteAt(buf, int64(pgno-1)*ps); err != nil {
+				return err
+			}
 		}
-		if err := read(pgno, buf); err != nil {
-			return info, fmt.Errorf("snapshot %s: page %d: %w", name, pgno, err)
+		return nil
+	}
+	err = copyImage(dst, f, info, func(end int64) error {
+		if err := overlay(end); err != nil {
+			return err
 		}
-		if _, err := dst.WriteAt(buf, int64(pgno-1)*int64(info.PageSize)); err != nil {
-			return info, fmt.Errorf("snapshot %s: %w", name, err)
-		}
+		progress(info, end)
+		return nil
+	})
+	if err != nil {
+		return info, fmt.Errorf("snapshot %s: %w", name, err)
 	}
 	return info, nil
 }
@@ -88,8 +117,9 @@ func (r *Registry) Snapshot(ctx context.Context, name string, dst *os.File) (Sna
 // copyImage copies the database file's first Commit pages into dst with
 // copy_file_range (in the kernel, holes kept), sized exactly: a WAL may
 // have grown the database past the file, and those pages are zero until
-// the WAL overlay.
-func copyImage(dst, src *os.File, info SnapshotInfo) error {
+// the WAL overlay. done is called after each chunk with the end offset
+// copied so far, and last with the image size.
+func copyImage(dst, src *os.File, info SnapshotInfo, done func(end int64) error) error {
 	size := int64(info.PageSize) * int64(info.Commit)
 	if err := dst.Truncate(0); err != nil {
 		return err
@@ -98,17 +128,29 @@ func copyImage(dst, src *os.File, info SnapshotInfo) error {
 	if err != nil {
 		return err
 	}
+	if err := dst.Truncate(size); err != nil {
+		return err
+	}
 	n := min(size, fi.Size())
+	const chunk = 16 << 20
 	for off := int64(0); off < n; {
-		w, err := unix.CopyFileRange(int(src.Fd()), &off, int(dst.Fd()), ptr(off), int(min(n-off, 1<<30)), 0)
-		if err != nil {
-			return fmt.Errorf("copy database: %w", err)
+		end := min(n, off+chunk)
+		for off < end {
+			w, err := unix.CopyFileRange(int(src.Fd()), &off, int(dst.Fd()), ptr(off), int(end-off), 0)
+			if err != nil {
+				return fmt.Errorf("copy database: %w", err)
+			}
+			if w == 0 {
+				return fmt.Errorf("copy database: short copy at %d of %d", off, n)
+			}
 		}
-		if w == 0 {
-			return fmt.Errorf("copy database: short copy at %d of %d", off, n)
+		if off < n {
+			if err := done(off); err != nil {
+				return err
+			}
 		}
 	}
-	return dst.Truncate(size)
+	return done(size)
 }
 
 // ptr returns a pointer to a copy of v (copy_file_range advances both

@@ -42,6 +42,7 @@ var _ store.ApplyGuard = (*FS)(nil)
 // a time, so readers queued on one slot move to the others instead of
 // starving the apply; readers that find them all taken retry inside SQLite.
 func (f *FS) LockForApply(ctx context.Context, name string, wal bool) (store.ApplyLock, error) {
+	f.waitApplyGap(ctx, name)
 	l := &applyLock{fs: f, name: name, wal: wal}
 	var err error
 	if wal {
@@ -65,6 +66,7 @@ func (f *FS) LockForApply(ctx context.Context, name string, wal bool) (store.App
 		l.unlockAll()
 		return nil, fmt.Errorf("lock %s for apply: %w", name, err)
 	}
+	l.start = time.Now()
 	return l, nil
 }
 
@@ -146,7 +148,44 @@ type applyLock struct {
 	wal      bool
 	file     *os.File
 	diverted bool // nBackfill was moved; Unlock puts it back
+	start    time.Time
 }
+
+// applyGap is when a database's locks were last released and how long they
+// had been held.
+type applyGap struct {
+	released time.Time
+	held     time.Duration
+}
+
+// waitApplyGap keeps the locks free between two applies for at least as
+// long as they were held (and at least minApplyGap). A replica catching up
+// applies back to back; without a gap its readers, which retry on their own
+// schedule (SQLite's busy handler, or the WAL read retry that gives up
+// with SQLITE_PROTOCOL after about 100 attempts), could find the locks taken
+// at every attempt.
+func (f *FS) waitApplyGap(ctx context.Context, name string) {
+	v, ok := f.applyGaps.Load(name)
+	if !ok {
+		return
+	}
+	g := v.(applyGap)
+	wait := min(max(g.held, minApplyGap), maxApplyGap) - time.Since(g.released)
+	if wait <= 0 {
+		return
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+const (
+	minApplyGap = 200 * time.Microsecond
+	maxApplyGap = 2 * time.Millisecond
+)
 
 // lock takes a write lock on [start, start+n) of the lock file, retrying
 // with a short backoff while readers hold it.
@@ -214,7 +253,11 @@ func (l *applyLock) unlockAll() {
 // Unlock drops the kernel's cached copies of what changed, tells WAL-mode
 // readers the database changed, and releases the locks.
 func (l *applyLock) Unlock(pages []uint32, pageSize uint32) error {
-	defer l.unlockAll()
+	defer func() {
+		l.unlockAll()
+		now := time.Now()
+		l.fs.applyGaps.Store(l.name, applyGap{released: now, held: now.Sub(l.start)})
+	}()
 	err := l.fs.invalidate(l.name, pages, pageSize)
 	if l.wal && (l.diverted || l.fs.shmInUse(l.name)) {
 		err = errors.Join(err, bumpWALIndex(l.file, l.diverted))

@@ -214,7 +214,7 @@ func (r *Replica) stream(ctx context.Context, url string) error {
 		if err := r.handle(ctx, br, t); err != nil {
 			return err
 		}
-		if t != frameHeartbeat && br.Buffered() == 0 {
+		if br.Buffered() == 0 {
 			select {
 			case syncReq <- struct{}{}:
 			default: // a sync is already pending and will include this

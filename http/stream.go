@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/replfs/litefs/capture"
 	"github.com/replfs/litefs/store"
 	sltx "github.com/superfly/ltx"
 )
@@ -247,7 +248,9 @@ func (st *streamer) sendLTX(db *store.DB, have sltx.Pos) (sltx.Pos, error) {
 }
 
 // sendSnapshot copies the database locally (commits wait only for that
-// copy), then streams the copy at the replica's pace.
+// copy) and streams the copy at the replica's pace. With a snapshotter that
+// reports progress, streaming starts with the first chunk copied instead of
+// after the whole copy.
 func (st *streamer) sendSnapshot(ctx context.Context, db *store.DB) error {
 	tmp, err := os.CreateTemp(st.s.cfg.Store.TmpDir(), "stream-snapshot-*")
 	if err != nil {
@@ -257,7 +260,26 @@ func (st *streamer) sendSnapshot(ctx context.Context, db *store.DB) error {
 		tmp.Close()
 		os.Remove(tmp.Name())
 	}()
-	info, err := st.s.cfg.Snapshot.Snapshot(ctx, db.Name(), tmp)
+	prog := newSnapshotProgress()
+	// The copier uses tmp's descriptor: tmp is closed only after it is done
+	// (deferred calls run in reverse: cancel, wait, then close).
+	defer prog.waitDone()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		var info capture.SnapshotInfo
+		var err error
+		if ps, ok := st.s.cfg.Snapshot.(ProgressSnapshotter); ok {
+			info, err = ps.SnapshotProgress(ctx, db.Name(), tmp, prog.update)
+		} else {
+			info, err = st.s.cfg.Snapshot.Snapshot(ctx, db.Name(), tmp)
+		}
+		if err == nil {
+			prog.update(info, int64(info.PageSize)*int64(info.Commit))
+		}
+		prog.finish(err)
+	}()
+	info, _, err := prog.wait(0)
 	if err != nil {
 		return err
 	}
@@ -268,12 +290,89 @@ func (st *streamer) sendSnapshot(ctx context.Context, db *store.DB) error {
 	if err := st.send(); err != nil {
 		return err
 	}
-	if _, err := io.CopyBuffer(onlyWriter{st.w}, io.NewSectionReader(tmp, 0, h.size()), make([]byte, 1<<20)); err != nil {
+	buf := make([]byte, 1<<20)
+	for sent := int64(0); sent < h.size(); {
+		_, ready, err := prog.wait(sent)
+		if err != nil {
+			return err
+		}
+		if _, err := io.CopyBuffer(onlyWriter{st.w}, io.NewSectionReader(tmp, sent, ready-sent), buf); err != nil {
+			return err
+		}
+		sent = ready
+	}
+	if _, _, err := prog.wait(h.size()); err != nil {
 		return err
 	}
 	st.setHave(db.Name(), info.Pos)
 	st.s.log.Info("sent snapshot", "replica", st.replica, "db", db.Name(), "pos", info.Pos, "bytes", h.size())
 	return st.send()
+}
+
+// ProgressSnapshotter is a Snapshotter that reports how much of the image
+// is final while it copies (capture.Registry).
+type ProgressSnapshotter interface {
+	SnapshotProgress(ctx context.Context, name string, dst *os.File, progress func(capture.SnapshotInfo, int64)) (capture.SnapshotInfo, error)
+}
+
+// snapshotProgress hands a snapshot's progress from the copying goroutine
+// to the sending one.
+type snapshotProgress struct {
+	mu       sync.Mutex
+	cond     *sync.Cond
+	info     capture.SnapshotInfo
+	haveInfo bool
+	ready    int64
+	done     bool
+	err      error
+}
+
+func newSnapshotProgress() *snapshotProgress {
+	p := &snapshotProgress{}
+	p.cond = sync.NewCond(&p.mu)
+	return p
+}
+
+func (p *snapshotProgress) update(info capture.SnapshotInfo, ready int64) {
+	p.mu.Lock()
+	p.info, p.haveInfo, p.ready = info, true, max(p.ready, ready)
+	p.mu.Unlock()
+	p.cond.Broadcast()
+}
+
+func (p *snapshotProgress) finish(err error) {
+	p.mu.Lock()
+	p.done, p.err = true, err
+	p.mu.Unlock()
+	p.cond.Broadcast()
+}
+
+func (p *snapshotProgress) waitDone() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for !p.done {
+		p.cond.Wait()
+	}
+}
+
+// wait returns once the position is known and more than after bytes are
+// final, or the whole image is (after == size), or the copy failed.
+func (p *snapshotProgress) wait(after int64) (capture.SnapshotInfo, int64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		if p.err != nil {
+			return p.info, p.ready, p.err
+		}
+		size := int64(p.info.PageSize) * int64(p.info.Commit)
+		if p.haveInfo && (p.ready > after || (p.done && p.ready >= size)) {
+			return p.info, p.ready, nil
+		}
+		if p.done && !p.haveInfo {
+			return p.info, 0, errors.New("snapshot produced no image")
+		}
+		p.cond.Wait()
+	}
 }
 
 // onlyWriter hides ReadFrom so CopyBuffer uses its large buffer.
