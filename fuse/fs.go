@@ -59,9 +59,9 @@ type FS struct {
 	uid  int
 	pid  int
 
-	denied    deniedSet // names whose refused writes were logged
-	posNodes  sync.Map  // database name -> its <db>-pos node
-	applyGaps sync.Map  // database name -> applyGap of its last apply
+	denied    sync.Map // names whose refused writes were logged
+	posNodes  sync.Map // database name -> its <db>-pos node
+	applyGaps sync.Map // database name -> applyGap of its last apply
 
 	lockMu    sync.Mutex
 	lockFiles map[string]*os.File // mount-side descriptors for apply locks

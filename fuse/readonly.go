@@ -3,7 +3,6 @@ package fuse
 import (
 	"os"
 	"strconv"
-	"sync"
 	"syscall"
 
 	"bazil.org/fuse"
@@ -57,6 +56,3 @@ func (f *FS) logDenied(rel string) {
 			"name", rel, "primary", f.cfg.Status.PrimaryHostname())
 	}
 }
-
-// deniedSet is the set of names logDenied has logged.
-type deniedSet = sync.Map

@@ -316,7 +316,7 @@ func (r *Replica) applyLTX(ctx context.Context, br *bufio.Reader, name string) e
 	if err != nil {
 		if errors.Is(err, store.ErrNeedSnapshot) {
 			r.log.Warn("cannot apply transaction at this position; asking for a snapshot", "db", name, "err", err)
-			r.forget(db)
+			db.ResetPos() // the next connection gets a snapshot
 		}
 		return err
 	}
@@ -324,10 +324,6 @@ func (r *Replica) applyLTX(ctx context.Context, br *bufio.Reader, name string) e
 	r.log.Debug("applied", "db", name, "pos", pos)
 	return nil
 }
-
-// forget resets a database's position so the next connection gets a
-// snapshot of it.
-func (r *Replica) forget(db *store.DB) { db.ResetPos() }
 
 func (r *Replica) applySnapshot(ctx context.Context, br *bufio.Reader, name string) error {
 	var h snapshotHeader
